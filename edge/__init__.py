@@ -1,0 +1,1 @@
+"""edgesteer engine: health, steering, plans, appliers, control plane and the lab."""

@@ -1,0 +1,140 @@
+"""Leaf types of the engine's output: an immutable, versioned, diffable Plan with reasons.
+
+A Plan says, for every (service, segment), which answers to give with which weights and
+TTL, and why. Backends render it; ``explain`` prints the reasons it carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+RRType = Literal["A", "AAAA", "CNAME"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One step of why an answer set is what it is. ``code`` is stable; ``detail`` is prose."""
+
+    code: str
+    detail: str
+    inputs: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "detail": self.detail, "inputs": dict(self.inputs)}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class WeightedAnswer:
+    rrtype: RRType
+    value: str
+    weight: float
+    link: str
+    pool: str
+    tier: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rrtype": self.rrtype, "value": self.value, "weight": self.weight,
+                "link": self.link, "pool": self.pool, "tier": self.tier}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerSet:
+    """The answers for one (service, segment). ``tier`` is the failover tier serving now."""
+
+    service: str
+    segment: str
+    ttl: int
+    tier: int
+    answers: tuple[WeightedAnswer, ...]
+    reasons: tuple[Reason, ...] = ()
+    failing_over: bool = False
+    fail_open: bool = False
+    max_answers: int = 0
+
+    def values(self, rrtype: RRType | None = None) -> frozenset[str]:
+        return frozenset(a.value for a in self.answers if rrtype is None or a.rrtype == rrtype)
+
+    def for_type(self, rrtype: RRType) -> tuple[WeightedAnswer, ...]:
+        return tuple(a for a in self.answers if a.rrtype == rrtype)
+
+    def content(self) -> tuple[Any, ...]:
+        """What a user would see: ignores reasons, so two plans compare on substance."""
+        return (self.ttl, self.tier, tuple(sorted(self.answers)), self.fail_open)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service, "segment": self.segment, "ttl": self.ttl,
+            "tier": self.tier, "failing_over": self.failing_over, "fail_open": self.fail_open,
+            "max_answers": self.max_answers,
+            "answers": [a.to_json() for a in self.answers],
+            "reasons": [r.to_json() for r in self.reasons],
+        }
+
+
+AnswerKey = tuple[str, str]  # (service, segment)
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerChange:
+    key: AnswerKey
+    before: AnswerSet | None
+    after: AnswerSet | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.key[0], "segment": self.key[1],
+            "before": self.before.to_json() if self.before else None,
+            "after": self.after.to_json() if self.after else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PlanDiff:
+    changes: tuple[AnswerChange, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.changes]
+
+
+_NO_ANSWERS: Mapping[AnswerKey, AnswerSet] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    version: int = 0
+    created_at: float = 0.0
+    inputs_digest: str = ""
+    answers: Mapping[AnswerKey, AnswerSet] = field(default_factory=lambda: _NO_ANSWERS)
+
+    def get(self, service: str, segment: str) -> AnswerSet | None:
+        return self.answers.get((service, segment))
+
+    def diff(self, newer: Plan) -> PlanDiff:
+        """What changes in substance going from ``self`` to ``newer``."""
+        keys = sorted(set(self.answers) | set(newer.answers))
+        changes = []
+        for key in keys:
+            before, after = self.answers.get(key), newer.answers.get(key)
+            if before is None or after is None or before.content() != after.content():
+                changes.append(AnswerChange(key, before, after))
+        return PlanDiff(tuple(changes))
+
+    def checksum(self) -> str:
+        """Digest of the plan's substance: same answers => same checksum, whatever the version."""
+        body = [[list(k), repr(self.answers[k].content())] for k in sorted(self.answers)]
+        return hashlib.sha256(json.dumps(body).encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version, "created_at": self.created_at,
+            "inputs_digest": self.inputs_digest, "checksum": self.checksum(),
+            "answers": [self.answers[k].to_json() for k in sorted(self.answers)],
+        }
