@@ -48,6 +48,10 @@ class Quality:
 
 @dataclass(frozen=True, slots=True)
 class PathHealth:
+    """Health of one path. ``settled`` is the last settled state (UP, DEGRADED or DOWN) the
+    path was in: FALLING returns to it, and an UNKNOWN (stale) path resumes from it.
+    """
+
     path: PathKey
     state: HealthState
     since: float
@@ -55,6 +59,7 @@ class PathHealth:
     quality: Quality = field(default_factory=Quality)
     good_streak: int = 0
     bad_streak: int = 0
+    settled: HealthState | None = None
 
 
 @dataclass(frozen=True, slots=True)

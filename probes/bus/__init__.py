@@ -9,7 +9,10 @@ from probes.measurement import Measurement
 
 
 class MeasurementBus(Protocol):
-    """Carries Measurements from agents to engines. ``subscribe`` sees what is published after it."""
+    """Carries Measurements from agents to engines.
+
+    ``subscribe`` sees what is published after it is called.
+    """
 
     async def publish(self, measurement: Measurement) -> None: ...
 

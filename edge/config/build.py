@@ -1,0 +1,380 @@
+"""Checked YAML tree -> ``Config``: defaults that depend on other values, and the rules between
+keys (unique names, references, ``failover_ttl <= ttl``, zone membership, ...).
+
+Every check runs even when others failed, so one pass reports everything; a reference is only
+called dangling when the list it points into was read completely (no cascade of false errors).
+The returned ``Config`` is only meaningful when no error was recorded.
+
+Endpoint defaults are resolved here, so the planner never needs to: an endpoint without
+``weight`` takes its link's weight; one with neither ``addresses`` nor ``cname`` gets its
+link's answers (v4 then v6).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import netaddr
+
+from edge.config import defaults as d
+from edge.config import values
+from edge.config.errors import ConfigError
+from edge.config.schema import (
+    Band,
+    Config,
+    DnsSettings,
+    Endpoint,
+    GuardSettings,
+    HealthSettings,
+    Link,
+    Location,
+    Node,
+    Policy,
+    PolicyRule,
+    Pool,
+    Service,
+    Site,
+    Thresholds,
+    Zone,
+)
+from edge.config.yamltree import Obj, Val
+from geo.segment import DEFAULT_SEGMENT, Line, Segment
+from probes.measurement import ProbeKind
+from probes.spec import TargetSpec
+
+DEFAULT_THRESHOLDS = Thresholds(
+    degraded=Band(d.DEGRADED_LOSS, d.DEGRADED_RTT_P95_MS, d.DEGRADED_JITTER_MS),
+    down=Band(d.DOWN_LOSS, d.DOWN_RTT_P95_MS, d.DOWN_JITTER_MS),
+    recover_ratio=d.RECOVER_RATIO)
+_BAND_KEYS = ("loss", "rtt_p95_ms", "jitter_ms")
+
+
+@dataclass(slots=True)
+class Names:
+    """The objects of one list by name, for reference checks."""
+
+    what: str
+    known: dict[str, Obj]
+    complete: bool
+    owner: str = ""  # " of service www.example.hk" for names scoped to a service
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.known
+
+
+class Builder:
+    def __init__(self, file: str, errors: list[ConfigError]) -> None:
+        self.file = file
+        self.errors = errors
+
+    def error(self, line: int | None, path: str, message: str, fix: str | None = None) -> None:
+        self.errors.append(ConfigError(self.file, line, path, message, fix))
+
+    # helpers ---------------------------------------------------------------------------
+    def names(self, parent: Obj, key: str, what: str, name_key: str = "name",
+              report: bool = True, fix: str | None = None) -> Names:
+        known: dict[str, Obj] = {}
+        complete = parent.complete(key)
+        for val in parent.vals(key):
+            obj: Obj = val.value
+            if not obj.has(name_key):
+                complete = False
+                continue
+            name = obj.get(name_key)
+            if name in known and report:
+                first = known[name].line_of(name_key)
+                self.error(obj.line_of(name_key), obj.path_of(name_key),
+                           f"duplicate {what} `{name}` (first at line {first})",
+                           fix or f"rename or remove one of the two {what}s")
+            elif name not in known:
+                known[name] = obj
+        return Names(what, known, complete)
+
+    def ref(self, names: Names, val: Val) -> bool:
+        """Whether ``val`` names a known object; reports a dangling reference."""
+        if val.value in names:
+            return True
+        if names.complete:
+            known = list(names.known)
+            close = difflib.get_close_matches(str(val.value), known, n=1)
+            listed = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+            fix = f"did you mean `{close[0]}`?" if close else \
+                f"define a {names.what} `{val.value}` or name an existing one"
+            self.error(val.line, val.path, f"`{val.value}` does not name a {names.what}"
+                       f"{names.owner} (known: {listed or 'none'})", fix)
+        return False
+
+    def refs(self, names: Names, vals: Iterable[Val]) -> tuple[str, ...]:
+        return tuple(str(v.value) for v in vals if self.ref(names, v))
+
+    # sections --------------------------------------------------------------------------
+    def build(self, root: Obj) -> Config:
+        site_names = self.names(root, "sites", "site")
+        node_obj = root.obj("node")
+        if node_obj.has("site"):
+            self.ref(site_names, node_obj.fields["site"])
+        health = self.health(root.obj("health"))
+        link_names = self.names(root, "links", "link")
+        links = tuple(self.link(v.value, health.thresholds) for v in root.vals("links"))
+        line_names = self.names(root, "lines", "line")
+        lines = {str(v.value.get("name")): self.line(v.value) for v in root.vals("lines")}
+        zones = tuple(self.zone(v.value) for v in root.vals("zones"))
+        zone_names = self.names(root, "zones", "zone")
+        self.names(root, "targets", "target")
+        segment_names = self.names(root, "segments", "segment")
+        service_names = self.names(root, "services", "service")
+        links_by_name = {lk.name: lk for lk in links}
+        return Config(
+            source=self.file,
+            node=Node(str(node_obj.get("name")), str(node_obj.get("site"))),
+            sites=tuple(self.site(v.value) for v in root.vals("sites")),
+            links=links,
+            targets=tuple(t for v in root.vals("targets")
+                          if (t := self.target(v.value, link_names)) is not None),
+            health=health,
+            zones=zones,
+            lines=tuple(lines.values()),
+            segments=self.segments(root, lines, line_names),
+            services=tuple(self.service(v.value, links_by_name, link_names,
+                                        list(zone_names.known) if zone_names.complete else None)
+                           for v in root.vals("services")),
+            policies=self.policies(root, service_names, segment_names),
+            guard=GuardSettings(freeze=root.obj("guard").get("freeze"),
+                                fail_open=root.obj("guard").get("fail_open")),
+            dns=self.dns(root.obj("dns")),
+        )
+
+    @staticmethod
+    def dns(o: Obj) -> DnsSettings:
+        if o.has("listen"):
+            return DnsSettings(listen=tuple(v.value for v in o.vals("listen")))
+        return DnsSettings(listen=tuple(values.listen(text) for text in d.DNS_LISTEN))
+
+    def site(self, o: Obj) -> Site:
+        loc = o.obj("location")
+        location = Location(loc.get("lat"), loc.get("lon")) if o.has("location") else None
+        return Site(o.get("name"), location=location, region=o.get("region"))
+
+    def health(self, o: Obj) -> HealthSettings:
+        return HealthSettings(
+            window=o.get("window"), rise=o.get("rise"), fall=o.get("fall"),
+            hold_down_s=float(o.get("hold_down")), stale_after_s=float(o.get("stale_after")),
+            quorum=o.get("quorum"), degraded_weight=float(o.get("degraded_weight")),
+            thresholds=self.thresholds(o.obj("thresholds"), DEFAULT_THRESHOLDS))
+
+    def thresholds(self, o: Obj, base: Thresholds) -> Thresholds:
+        """``o`` merged key by key over ``base``; reports a degraded band above the down band."""
+        deg, down = o.obj("degraded"), o.obj("down")
+        ratio = o.get("recover_ratio") if o.has("recover_ratio") else base.recover_ratio
+        merged = Thresholds(self.band(deg, base.degraded), self.band(down, base.down),
+                            float(ratio))
+        for key in _BAND_KEYS:
+            lo, hi = getattr(merged.degraded, key), getattr(merged.down, key)
+            if not (deg.has(key) or down.has(key)) or not (deg.ok(key) and down.ok(key)):
+                continue
+            if lo is not None and hi is not None and lo > hi:
+                where = deg if deg.has(key) else down
+                self.error(where.line_of(key), where.path_of(key),
+                           f"degraded.{key} ({lo:g}) is above down.{key} ({hi:g}), so a link "
+                           "would go down before it is ever degraded",
+                           f"set degraded.{key} <= down.{key}")
+        return merged
+
+    @staticmethod
+    def band(o: Obj, base: Band) -> Band:
+        def pick(key: str) -> float | None:
+            if not o.has(key):
+                return getattr(base, key)  # type: ignore[no-any-return]
+            value = o.get(key)
+            return None if value is None else float(value)
+
+        return Band(loss=pick("loss"), rtt_p95_ms=pick("rtt_p95_ms"), jitter_ms=pick("jitter_ms"))
+
+    def link(self, o: Obj, base: Thresholds) -> Link:
+        answers = o.obj("answers")
+        v4 = tuple(v.value for v in answers.vals("v4"))
+        v6 = tuple(v.value for v in answers.vals("v6"))
+        if o.has("answers") and answers.complete("v4") and answers.complete("v6") \
+                and not v4 and not v6:
+            self.error(answers.line, answers.path, "expected at least one answer address "
+                       "in v4 or v6, found none", "list the VIPs users reach over this link, "
+                       "e.g. v4: [203.0.113.10]")
+        name = o.get("name")
+        return Link(name=name, carrier=o.get("carrier") or name, priority=o.get("priority"),
+                    weight=float(o.get("weight")), answers_v4=v4, answers_v6=v6,
+                    thresholds=self.thresholds(o.obj("thresholds"), base),
+                    source=o.get("source"), fwmark=o.get("fwmark"), device=o.get("device"))
+
+    def target(self, o: Obj, link_names: Names) -> TargetSpec | None:
+        kind, interval, timeout = o.get("kind"), o.get("interval"), o.get("timeout")
+        if o.has("timeout") and o.ok("interval") \
+                and timeout > interval * d.TARGET_TIMEOUT_MAX_FACTOR:
+            self.error(o.line_of("timeout"), o.path_of("timeout"),
+                       f"expected a timeout <= interval x {d.TARGET_TIMEOUT_MAX_FACTOR} "
+                       f"({interval * d.TARGET_TIMEOUT_MAX_FACTOR:g} s), found {timeout:g}",
+                       "lower timeout or raise interval")
+        links = self.refs(link_names, o.vals("links"))
+        if kind is None:
+            return None
+        scheme = o.get("scheme")
+        port = d.ICMP_PORT if kind == "icmp" else o.get(
+            "port", d.DEFAULT_PORTS.get(scheme if kind == "http" else kind, 0))
+        status = o.get("expect_status")
+        statuses = tuple(v.value for v in status) if isinstance(status, list) else (
+            (status,) if isinstance(status, int) else tuple(status))
+        return TargetSpec(
+            name=o.get("name"), kind=ProbeKind(kind), host=o.get("host"), port=port,
+            interval_s=float(interval), timeout_s=float(timeout), links=links,
+            path=o.get("path"), scheme=scheme, expect_status=statuses,
+            body_match=o.get("body_match"), qname=o.get("qname"), qtype=o.get("qtype"),
+            transport=o.get("transport"), expect_rcode=o.get("expect_rcode"),
+            expect_answer=o.get("expect_answer"))
+
+    def zone(self, o: Obj) -> Zone:
+        name = o.get("name")
+        ns = tuple(v.value for v in o.vals("ns"))
+        glue: dict[str, tuple[str, ...]] = {}
+        for host, val in (o.get("ns_addresses") or {}).items():
+            if o.complete("ns") and host not in ns:
+                self.error(val.line, val.path, f"`{host}` is not one of this zone's ns "
+                           f"({', '.join(ns)})", f"add {host} to ns, or remove its addresses")
+            glue[host] = tuple(v.value for v in val.value)
+        soa = o.obj("soa")
+        return Zone(name=name, ns=ns, ns_addresses=MappingProxyType(glue),
+                    soa_mname=soa.get("mname") or (ns[0] if ns else ""),
+                    soa_rname=soa.get("rname") or f"{d.SOA_RNAME_LOCAL_PART}.{name}",
+                    soa_refresh=soa.get("refresh"), soa_retry=soa.get("retry"),
+                    soa_expire=soa.get("expire"), soa_minimum=soa.get("minimum"),
+                    ttl=o.get("ttl"))
+
+    @staticmethod
+    def line(o: Obj) -> Line:
+        return Line(name=o.get("name"), asns=frozenset(v.value for v in o.vals("asns")),
+                    cidrs=netaddr.IPSet(v.value for v in o.vals("cidrs")))
+
+    def segments(self, root: Obj, lines: dict[str, Line],
+                 line_names: Names) -> tuple[Segment, ...]:
+        out: list[Segment] = []
+        vals = root.vals("segments")
+        for i, val in enumerate(vals):
+            o: Obj = val.value
+            name = o.get("name")
+            if name == DEFAULT_SEGMENT:
+                self.error(o.line_of("name"), o.path_of("name"), "the segment name `default` "
+                           "is reserved for the implicit last segment that matches everyone",
+                           "rename the segment; address the implicit one with "
+                           "`segment: default` in a policy rule")
+            bucket = tuple(float(v.value) for v in o.vals("bucket"))
+            if len(bucket) == 2 and bucket[0] >= bucket[1]:
+                self.error(o.line_of("bucket"), o.path_of("bucket"), "expected a bucket [lo, hi]"
+                           f" with lo < hi, found [{bucket[0]:g}, {bucket[1]:g}]",
+                           "swap the bounds")
+            seg = Segment(name=name, cidrs=netaddr.IPSet(v.value for v in o.vals("cidrs")),
+                          asns=frozenset(v.value for v in o.vals("asns")),
+                          countries=frozenset(v.value for v in o.vals("countries")),
+                          lines=tuple(lines[n] for n in self.refs(line_names, o.vals("lines"))),
+                          bucket=(bucket[0], bucket[1]) if len(bucket) == 2 else None)
+            if seg.is_catch_all and not o.bad and i < len(vals) - 1 and name != DEFAULT_SEGMENT:
+                self.error(o.line, o.path, f"segment `{name}` has no criteria, so it matches "
+                           "everyone and the segments after it never match",
+                           "give it lines, cidrs, asns, countries or a bucket, or move it last")
+            out.append(seg)
+        return tuple(out)
+
+    def service(self, o: Obj, links: dict[str, Link], link_names: Names,
+                zone_names: list[str] | None) -> Service:
+        name, ttl = o.get("name"), o.get("ttl")
+        failover_ttl = o.get("failover_ttl", min(d.SERVICE_FAILOVER_TTL, ttl))
+        if o.has("failover_ttl") and o.ok("ttl") and failover_ttl > ttl:
+            self.error(o.line_of("failover_ttl"), o.path_of("failover_ttl"),
+                       f"expected failover_ttl <= ttl ({ttl}), found {failover_ttl}",
+                       f"lower failover_ttl to at most {ttl}, or raise ttl")
+        zone = self.zone_of(o, zone_names)
+        self.names(o, "pools", "pool")
+        pools = tuple(self.pool(v.value, links, link_names, apex=name == zone)
+                      for v in o.vals("pools"))
+        return Service(name=name, zone=zone, ttl=ttl, failover_ttl=failover_ttl,
+                       max_answers=o.get("max_answers"),
+                       failover_threshold=float(o.get("failover_threshold")), pools=pools)
+
+    def zone_of(self, o: Obj, zone_names: list[str] | None) -> str:
+        """The longest zone containing the service's name; reports a name outside all zones."""
+        name = o.get("name")
+        if name is None or zone_names is None:
+            return ""
+        inside = [z for z in zone_names if name == z or name.endswith("." + z)]
+        if inside:
+            return max(inside, key=len)
+        if zone_names:
+            self.error(o.line_of("name"), o.path_of("name"), f"`{name}` is not inside any "
+                       f"zone (zones: {', '.join(zone_names)})",
+                       "add a zone that contains it, or rename the service")
+        else:
+            self.error(o.line_of("name"), o.path_of("name"), f"`{name}` is not inside any "
+                       "zone: no zones are defined",
+                       f"add a zone, e.g. zones: [{{name: {name}, ns: [ns1.{name}]}}]")
+        return ""
+
+    def pool(self, o: Obj, links: dict[str, Link], link_names: Names, apex: bool) -> Pool:
+        endpoints = tuple(self.endpoint(v.value, links, link_names, apex)
+                          for v in o.vals("endpoints"))
+        return Pool(name=o.get("name"), endpoints=endpoints, tier=o.get("tier"))
+
+    def endpoint(self, o: Obj, links: dict[str, Link], link_names: Names,
+                 apex: bool) -> Endpoint:
+        link = links.get(o.get("link")) if o.has("link") and self.ref(
+            link_names, o.fields["link"]) else None
+        addresses = tuple(v.value for v in o.vals("addresses"))
+        cname = o.get("cname")
+        if o.has("addresses") and o.has("cname"):
+            self.error(o.line_of("cname"), o.path_of("cname"), "expected either addresses "
+                       "or cname, found both", "keep one of them")
+        elif cname is not None and apex:
+            self.error(o.line_of("cname"), o.path_of("cname"), "a CNAME cannot be at a zone "
+                       "apex (the service name is its zone's name)",
+                       "use addresses, or steer a name below the apex")
+        if not addresses and cname is None and link is not None:
+            addresses = link.answers_v4 + link.answers_v6
+        weight = o.get("weight", link.weight if link is not None else d.LINK_WEIGHT)
+        return Endpoint(link=o.get("link"), weight=float(weight), addresses=addresses,
+                        cname=cname)
+
+    def policies(self, root: Obj, services: Names,
+                 segments: Names) -> MappingProxyType[str, Policy]:
+        out: dict[str, Policy] = {}
+        self.names(root, "policies", "policy for service", name_key="service",
+                   fix="merge the two policies into one")
+        for val in root.vals("policies"):
+            o: Obj = val.value
+            service = o.get("service")
+            svc_obj = services.known.get(service) if o.has("service") and self.ref(
+                services, o.fields["service"]) else None
+            pools = None if svc_obj is None else self.names(svc_obj, "pools", "pool", report=False)
+            if pools is not None:
+                pools.owner = f" of service {service}"
+            seen: dict[str, int] = {}
+            rules = tuple(self.rule(rval.value, segments, pools, seen)
+                          for rval in o.vals("rules"))
+            out.setdefault(service, Policy(service=service, rules=rules))
+        return MappingProxyType(out)
+
+    def rule(self, r: Obj, segments: Names, pools: Names | None,
+             seen: dict[str, int]) -> PolicyRule:
+        segment = r.get("segment")
+        if r.has("segment"):
+            if segment != DEFAULT_SEGMENT:
+                self.ref(segments, r.fields["segment"])
+            if segment in seen:
+                self.error(r.line_of("segment"), r.path_of("segment"),
+                           f"a rule for segment `{segment}` is already at line "
+                           f"{seen[segment]}; this one never applies", "merge the two rules")
+            else:
+                seen[segment] = r.line_of("segment")
+        if pools is not None:
+            self.refs(pools, r.vals("pools"))
+        return PolicyRule(segment=segment, pools=tuple(v.value for v in r.vals("pools")))
+
+

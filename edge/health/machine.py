@@ -1,0 +1,278 @@
+"""The per-path health state machine: pure functions of (previous state, measurement).
+
+``classify`` grades one measurement against a link's bands (good / degraded / bad);
+``step`` moves a path's state on that grade; ``stale`` turns a silent path UNKNOWN. Times
+come from the measurements (``m.at``) and the caller (``now``), never from the clock, so
+every sequence is testable without sleeping.
+
+States and moves (``rise``/``fall`` from HealthSettings):
+
+* cold start (no previous state): good -> UP, degraded -> DEGRADED straight away, so a
+  node starting up does not start with its links down; bad -> FALLING (it keeps serving,
+  as UNKNOWN did) and DOWN only after ``fall`` consecutive bad, so one bad first window
+  never takes a link out.
+* UP -> FALLING on the first bad; FALLING -> DOWN after ``fall`` consecutive bad; FALLING
+  returns to the settled state it fell from (UP or DEGRADED) on the first non-bad.
+* DOWN -> RISING on a good (or degraded) measurement, but only once ``hold_down_s`` has
+  passed since entering DOWN; RISING -> UP after ``rise`` consecutive good (DEGRADED when
+  the last of them was degraded); any bad while RISING -> DOWN, and the hold-down restarts.
+* UP -> DEGRADED after ``fall`` consecutive degraded; DEGRADED -> UP after ``rise``
+  consecutive good; a bad while DEGRADED -> FALLING.
+* a path without data for ``stale_after_s`` -> UNKNOWN. When data resumes, a path that was
+  DOWN or RISING goes through RISING again (no hold-down: it has been out at least
+  ``stale_after_s``); any other path resumes like a cold start.
+
+Hysteresis: a band is entered at its bound and left only below bound x ``recover_ratio``.
+The down band uses the exit bound while the path is DOWN or RISING; the degraded band
+while it is DEGRADED, DOWN or RISING (a link coming back from down must be clean to be UP).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from edge.config.schema import Band, HealthSettings, Thresholds
+from edge.health.state import HealthState, PathHealth, Quality
+from probes.measurement import Measurement, PathKey
+
+S = HealthState
+
+
+class Grade(enum.StrEnum):
+    GOOD = "good"
+    DEGRADED = "degraded"
+    BAD = "bad"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The grade of one measurement and why, naming the figure and the bound."""
+
+    grade: Grade
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A path changed state at ``at`` (the measurement's time, or the staleness check's)."""
+
+    path: PathKey
+    old: HealthState
+    new: HealthState
+    at: float
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.old} -> {self.new}: {self.reason}"
+
+
+# --- classify -------------------------------------------------------------------------
+
+_DOWN_HYSTERESIS = frozenset({S.DOWN, S.RISING})
+_DEGRADED_HYSTERESIS = frozenset({S.DEGRADED, S.DOWN, S.RISING})
+
+
+@dataclass(frozen=True, slots=True)
+class _Figure:
+    label: str
+    value: float | None  # in the band's unit (ratio or ms)
+    band_key: str
+    percent: bool
+
+    def show(self, x: float, *, bound: bool) -> str:
+        if self.percent:
+            return f"{x * 100:.1f}%"
+        return f"{x:g} ms" if bound else f"{x:.1f} ms"
+
+
+def _figures(m: Measurement) -> tuple[_Figure, ...]:
+    p95 = None if m.rtt_p95 is None else m.rtt_p95 * 1000.0
+    return (
+        _Figure("loss", m.loss, "loss", True),
+        _Figure("rtt p95", p95, "rtt_p95_ms", False),
+        _Figure("jitter", m.jitter_s * 1000.0, "jitter_ms", False),
+    )
+
+
+def _exceeded(figures: tuple[_Figure, ...], band: Band, name: str,
+              ratio: float | None) -> list[str]:
+    """Descriptions of the figures at or over ``band`` (its exit bound when ``ratio``)."""
+    out = []
+    for f in figures:
+        enter: float | None = getattr(band, f.band_key)
+        if enter is None or f.value is None:
+            continue
+        bound = enter if ratio is None else enter * ratio
+        if f.value >= bound:
+            where = (f"({name})" if ratio is None else
+                     f"({name}, exit bound {f.show(enter, bound=True)} x {ratio:g})")
+            out.append(f"{f.label} {f.show(f.value, bound=False)} >= "
+                       f"{f.show(bound, bound=True)} {where}")
+    return out
+
+
+def classify(m: Measurement, th: Thresholds, current: HealthState) -> Verdict:
+    """Grade ``m`` against ``th``; ``current`` decides which bounds apply (hysteresis)."""
+    if m.received == 0:
+        detail = f"{m.sent} sent"
+        if m.last_error is not None:
+            detail += f", last error {m.last_error}"
+        return Verdict(Grade.BAD, f"no replies ({detail})")
+    figures = _figures(m)
+    ratio = th.recover_ratio
+    bad = _exceeded(figures, th.down, "down", ratio if current in _DOWN_HYSTERESIS else None)
+    if bad:
+        return Verdict(Grade.BAD, "; ".join(bad))
+    degraded = _exceeded(figures, th.degraded, "degraded",
+                         ratio if current in _DEGRADED_HYSTERESIS else None)
+    if degraded:
+        return Verdict(Grade.DEGRADED, "; ".join(degraded))
+    shown = ", ".join(f"{f.label} {f.show(f.value, bound=False)}"
+                      for f in figures if f.value is not None)
+    return Verdict(Grade.GOOD, f"ok: {shown}")
+
+
+# --- step -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    path: PathKey
+    at: float
+    verdict: Verdict
+    quality: Quality
+    hs: HealthSettings
+
+
+def _make(c: _Ctx, state: HealthState, since: float, reason: str, *, good: int = 0,
+          bad: int = 0, settled: HealthState | None) -> PathHealth:
+    return PathHealth(path=c.path, state=state, since=since, reason=reason,
+                      quality=c.quality, good_streak=good, bad_streak=bad, settled=settled)
+
+
+def _arrived(c: _Ctx, prefix: str = "", good: int = 1) -> PathHealth:
+    """Land in UP or DEGRADED according to the current (non-bad) verdict.
+
+    ``good_streak`` counts consecutive good windows in UP, and rise progress in DEGRADED.
+    """
+    if c.verdict.grade is Grade.GOOD:
+        return _make(c, S.UP, c.at, prefix + c.verdict.reason, good=good, settled=S.UP)
+    return _make(c, S.DEGRADED, c.at, prefix + c.verdict.reason, settled=S.DEGRADED)
+
+
+def _falling(c: _Ctx, settled: HealthState | None, bad: int, since: float) -> PathHealth:
+    reason = f"bad {bad}/{c.hs.fall}: {c.verdict.reason}"
+    if bad >= c.hs.fall:
+        return _make(c, S.DOWN, c.at, reason, bad=bad, settled=S.DOWN)
+    return _make(c, S.FALLING, since, reason, bad=bad, settled=settled)
+
+
+def _rising(c: _Ctx, good: int, since: float) -> PathHealth:
+    reason = f"good {good}/{c.hs.rise}: {c.verdict.reason}"
+    if good >= c.hs.rise:
+        return _arrived(c, f"good {good}/{c.hs.rise}: ", good)
+    return _make(c, S.RISING, since, reason, good=good, settled=S.DOWN)
+
+
+def _from_settled(c: _Ctx, state: HealthState, since: float, good: int,
+                  bad: int) -> PathHealth:
+    """A non-bad verdict in UP or DEGRADED (streaks as given)."""
+    grade = c.verdict.grade
+    if state is S.UP:
+        if grade is Grade.GOOD:
+            return _make(c, S.UP, since, c.verdict.reason, good=good + 1, settled=S.UP)
+        n = bad + 1
+        reason = f"degraded {n}/{c.hs.fall}: {c.verdict.reason}"
+        if n >= c.hs.fall:
+            return _make(c, S.DEGRADED, c.at, reason, settled=S.DEGRADED)
+        return _make(c, S.UP, since, reason, bad=n, settled=S.UP)
+    # DEGRADED
+    if grade is Grade.DEGRADED:
+        return _make(c, S.DEGRADED, since, c.verdict.reason, settled=S.DEGRADED)
+    n = good + 1
+    reason = f"good {n}/{c.hs.rise}: {c.verdict.reason}"
+    if n >= c.hs.rise:
+        return _make(c, S.UP, c.at, reason, good=n, settled=S.UP)
+    return _make(c, S.DEGRADED, since, reason, good=n, settled=S.DEGRADED)
+
+
+def _landing(grade: Grade) -> HealthState:
+    return S.UP if grade is Grade.GOOD else S.DEGRADED
+
+
+def _next(prev: PathHealth, c: _Ctx) -> PathHealth:
+    state, grade, bad_v = prev.state, c.verdict.grade, c.verdict.grade is Grade.BAD
+    if state is S.UNKNOWN:
+        if prev.settled is S.DOWN:  # resuming a path that was out of service
+            if bad_v:
+                return _make(c, S.DOWN, c.at, c.verdict.reason, bad=1, settled=S.DOWN)
+            return _rising(c, 1, c.at)
+        return _falling(c, None, 1, c.at) if bad_v else _arrived(c)
+    if state in (S.UP, S.DEGRADED):
+        if bad_v:
+            return _falling(c, state, 1, c.at)
+        return _from_settled(c, state, prev.since, prev.good_streak, prev.bad_streak)
+    if state is S.FALLING:
+        if bad_v:
+            return _falling(c, prev.settled, prev.bad_streak + 1, prev.since)
+        base = prev.settled if prev.settled in (S.UP, S.DEGRADED) else _landing(grade)
+        return _from_settled(c, base, c.at, 0, 0)
+    if state is S.DOWN:
+        if bad_v:
+            return _make(c, S.DOWN, prev.since, c.verdict.reason, bad=prev.bad_streak + 1,
+                         settled=S.DOWN)
+        left = c.hs.hold_down_s - (c.at - prev.since)
+        if left > 0:
+            return _make(c, S.DOWN, prev.since,
+                         f"hold-down {left:.1f} s left: {c.verdict.reason}", settled=S.DOWN)
+        return _rising(c, 1, c.at)
+    # RISING
+    if bad_v:
+        return _make(c, S.DOWN, c.at, f"bad while rising: {c.verdict.reason}", bad=1,
+                     settled=S.DOWN)
+    return _rising(c, prev.good_streak + 1, prev.since)
+
+
+def _band_state(prev: PathHealth | None) -> HealthState:
+    """The state whose bounds apply: FALLING/UNKNOWN use the settled state's."""
+    if prev is None:
+        return S.UNKNOWN
+    if prev.state in (S.FALLING, S.UNKNOWN):
+        return prev.settled or prev.state
+    return prev.state
+
+
+def step(prev: PathHealth | None, m: Measurement, th: Thresholds,
+         hs: HealthSettings) -> tuple[PathHealth, Transition | None]:
+    """Apply one measurement. Returns the new path health and the transition, if any."""
+    verdict = classify(m, th, _band_state(prev))
+    quality = Quality(rtt_p50=m.rtt_p50, rtt_p95=m.rtt_p95, loss=m.loss,
+                      jitter_s=m.jitter_s, at=m.at)
+    c = _Ctx(path=m.path, at=m.at, verdict=verdict, quality=quality, hs=hs)
+    if prev is None:
+        prev = PathHealth(path=m.path, state=S.UNKNOWN, since=m.at, reason="no data yet")
+    new = _next(prev, c)
+    if new.state is prev.state:
+        return new, None
+    return new, Transition(m.path, prev.state, new.state, m.at, new.reason)
+
+
+def stale(prev: PathHealth, now: float,
+          hs: HealthSettings) -> tuple[PathHealth, Transition | None]:
+    """UNKNOWN when ``prev`` has had no data for ``stale_after_s``; otherwise unchanged."""
+    if prev.state is S.UNKNOWN:
+        return prev, None
+    age = now - prev.quality.at
+    if age < hs.stale_after_s:
+        return prev, None
+    if prev.state in (S.DOWN, S.RISING):
+        settled: HealthState | None = S.DOWN
+    elif prev.state is S.FALLING:
+        settled = prev.settled
+    else:
+        settled = prev.state
+    reason = f"stale: no data for {age:.1f} s (last state {prev.state})"
+    new = PathHealth(path=prev.path, state=S.UNKNOWN, since=now, reason=reason,
+                     quality=prev.quality, settled=settled)
+    return new, Transition(prev.path, prev.state, S.UNKNOWN, now, reason)

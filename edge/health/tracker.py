@@ -1,0 +1,218 @@
+"""The health tracker: feeds measurements to the state machine and keeps the snapshot.
+
+It makes no decisions of its own (``machine`` and ``quorum`` do); it owns the mutable state
+and the async loop that reads the bus.
+
+Snapshot versioning: ``version`` goes up exactly when some *link* state changes (what the
+planner acts on). Path states and quality figures are refreshed in every snapshot without a
+version bump, so two snapshots with the same version agree on every link state but may
+show newer figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from edge.config.schema import HealthSettings, Thresholds
+from edge.health.machine import Transition, stale, step
+from edge.health.quorum import combine
+from edge.health.state import HealthSnapshot, HealthState, LinkHealth, PathHealth
+from probes.bus import MeasurementBus
+from probes.measurement import Measurement, PathKey
+
+__all__ = ["HealthTracker", "Transition"]
+
+log = logging.getLogger(__name__)
+
+TransitionListener = Callable[[Transition], None]
+
+
+@dataclass(slots=True)
+class _Seed:
+    state: HealthState
+    at: float
+    first_data: float | None = None
+
+
+class HealthTracker:
+    """Per-path state machines, combined per link, published as a versioned snapshot.
+
+    ``thresholds`` maps link names to their bands; links not in it use
+    ``settings.thresholds``. Links named there appear in the snapshot as UNKNOWN until
+    data arrives. ``on_transition`` is called for every *path* transition.
+    """
+
+    def __init__(self, settings: HealthSettings, thresholds: Mapping[str, Thresholds], *,
+                 on_transition: TransitionListener | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._settings = settings
+        self._thresholds = dict(thresholds)
+        self._on_transition = on_transition
+        self._clock = clock
+        self._paths: dict[PathKey, PathHealth] = {}
+        self._by_link: dict[str, list[PathKey]] = {}
+        self._links: dict[str, LinkHealth] = {
+            name: LinkHealth(link=name, state=HealthState.UNKNOWN, since=0.0,
+                             reason="no data yet")
+            for name in self._thresholds}
+        self._seeded: dict[str, _Seed] = {}
+        self._version = 0
+        self._taken_at = 0.0
+        self._snapshot: HealthSnapshot | None = None
+
+    # --- state in -------------------------------------------------------------------
+
+    def seed(self, links: Mapping[str, HealthState], *, at: float | None = None) -> None:
+        """Start from persisted (or assumed) link states.
+
+        The paths of a link seeded DOWN (or RISING) whose first measurement comes within
+        ``stale_after_s`` of the link's first data (one round of probes) must come back
+        through RISING; paths of links seeded otherwise, or first seen later, start cold. A
+        seeded link with no data for ``stale_after_s`` after ``at`` becomes UNKNOWN.
+        """
+        when = self._clock() if at is None else at
+        changed = False
+        for name, state in links.items():
+            self._seeded[name] = _Seed(state, when)
+            old = self._links.get(name)
+            self._links[name] = LinkHealth(link=name, state=state, since=when,
+                                           reason=f"seeded {state} (no data yet)")
+            changed |= old is None or old.state is not state
+        self._touch(when, bump=changed)
+
+    def feed(self, m: Measurement) -> bool:
+        """Step the path's machine with ``m``; True when its link's state changed."""
+        key = m.path
+        prev = self._paths.get(key)
+        if prev is None:
+            prev = self._seed_path(key, m.at)
+            self._by_link.setdefault(key.link, []).append(key)
+        seed = self._seeded.get(key.link)
+        if seed is not None and seed.first_data is None:
+            seed.first_data = m.at
+        th = self._thresholds.get(key.link, self._settings.thresholds)
+        new, tr = step(prev, m, th, self._settings)
+        self._paths[key] = new
+        if tr is not None:
+            self._report(tr)
+        return self._recombine(key.link, m.at)
+
+    def check_stale(self, now: float) -> bool:
+        """Turn silent paths (and seeded links never measured) UNKNOWN; True on link changes."""
+        touched: set[str] = set()
+        for key, prev in list(self._paths.items()):
+            new, tr = stale(prev, now, self._settings)
+            if tr is not None:
+                self._paths[key] = new
+                self._report(tr)
+                touched.add(key.link)
+        changed = False
+        for link in sorted(touched):
+            changed |= self._recombine(link, now)
+        changed |= self._expire_seeds(now)
+        return changed
+
+    # --- state out ------------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> HealthSnapshot:
+        if self._snapshot is None:
+            self._snapshot = HealthSnapshot(
+                version=self._version, taken_at=self._taken_at,
+                links=MappingProxyType(dict(sorted(self._links.items()))),
+                paths=MappingProxyType(dict(sorted(self._paths.items()))))
+        return self._snapshot
+
+    def path(self, key: PathKey) -> PathHealth | None:
+        return self._paths.get(key)
+
+    # --- loop -----------------------------------------------------------------------
+
+    async def run(self, bus: MeasurementBus, changed: asyncio.Event, *,
+                  stale_interval_s: float = 1.0) -> None:
+        """Consume ``bus`` until its subscription ends; set ``changed`` on link changes.
+
+        Staleness is checked every ``stale_interval_s`` against the tracker's clock. The
+        subscription is taken when the task first runs: what is published before is not seen.
+        """
+        watcher = asyncio.create_task(self._watch_stale(changed, stale_interval_s),
+                                      name="health-stale-watch")
+        subscription = bus.subscribe()
+        try:
+            async for m in subscription:
+                if self.feed(m):
+                    changed.set()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            aclose = getattr(subscription, "aclose", None)  # generators and bus subscriptions
+            if aclose is not None:
+                await aclose()
+
+    async def _watch_stale(self, changed: asyncio.Event, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.check_stale(self._clock()):
+                changed.set()
+
+    # --- internals ------------------------------------------------------------------
+
+    def _seed_path(self, key: PathKey, at: float) -> PathHealth | None:
+        seed = self._seeded.get(key.link)
+        if seed is None or seed.state not in (HealthState.DOWN, HealthState.RISING):
+            return None
+        if seed.first_data is not None and at - seed.first_data >= self._settings.stale_after_s:
+            return None
+        return PathHealth(path=key, state=HealthState.UNKNOWN, since=at,
+                          reason=f"seeded {seed.state}", settled=HealthState.DOWN)
+
+    def _report(self, tr: Transition) -> None:
+        log.info("path %s: %s -> %s: %s", tr.path, tr.old, tr.new, tr.reason)
+        if self._on_transition is not None:
+            self._on_transition(tr)
+
+    def _recombine(self, link: str, now: float) -> bool:
+        previous = self._links.get(link)
+        paths = [self._paths[k] for k in self._by_link.get(link, ())]
+        new = combine(link, paths, self._settings.quorum, now, previous=previous)
+        self._links[link] = new
+        old_state = previous.state if previous is not None else HealthState.UNKNOWN
+        changed = old_state is not new.state
+        if changed:
+            log.info("link %s: %s -> %s: %s", link, old_state, new.state, new.reason)
+        self._touch(now, bump=changed)
+        return changed
+
+    def _expire_seeds(self, now: float) -> bool:
+        changed = False
+        for link, seed in list(self._seeded.items()):
+            if seed.first_data is not None:  # data came: keep seeding paths one round
+                if now - seed.first_data >= self._settings.stale_after_s:
+                    del self._seeded[link]
+                continue
+            age, state = now - seed.at, seed.state
+            if age < self._settings.stale_after_s:
+                continue
+            del self._seeded[link]
+            reason = f"stale: no data for {age:.1f} s since seeding (last state {state})"
+            self._links[link] = LinkHealth(link=link, state=HealthState.UNKNOWN, since=now,
+                                           reason=reason)
+            if state is not HealthState.UNKNOWN:
+                log.info("link %s: %s -> %s: %s", link, state, HealthState.UNKNOWN, reason)
+                changed = True
+        if changed:
+            self._touch(now, bump=True)
+        return changed
+
+    def _touch(self, at: float, *, bump: bool) -> None:
+        if bump:
+            self._version += 1
+        self._taken_at = max(self._taken_at, at)
+        self._snapshot = None

@@ -1,0 +1,1 @@
+"""The lab: emulated links (userspace delay / loss / jitter responders) for ``edgesteer lab``."""

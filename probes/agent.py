@@ -1,0 +1,264 @@
+"""Probe agent: for every path, probe on schedule, fold into a window, publish Measurements.
+
+A path is (node, link, target) for each link the target allows (``links`` empty = every
+link). Per path, a ticker starts one probe every ``interval_s`` (or the engine's override),
+the first one at a deterministic splay so paths do not probe in one burst. Each probe runs
+under a global in-flight semaphore and the target's deadline; its Sample goes into the
+path's Window, and the window's Measurement is published: one Measurement per probe, i.e.
+one per path per interval. Probes of one path may overlap when the timeout is longer than
+the interval (bounded by ``schedule.max_overlap``); samples enter the window as they finish.
+
+Time: ``Sample.at`` / ``Measurement.at`` are wall clock (time.time()); rtts and the
+schedule use monotonic clocks.
+
+HTTP probes share one aiohttp ClientSession per link binding, owned here: made on first
+use, closed when no path uses the binding any more and when ``run()`` ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from probes.bus import MeasurementBus
+from probes.kinds import PROBERS, ProbeContext, ProbeFn, make_http_session
+from probes.measurement import PathKey, ProbeKind, Sample
+from probes.schedule import max_overlap, next_tick, run_probe, splay
+from probes.spec import LinkBinding, TargetSpec
+from probes.window import Window
+
+log = logging.getLogger(__name__)
+
+SampleHook = Callable[[Sample], None]
+
+
+@dataclass(eq=False)
+class _Path:
+    key: PathKey
+    spec: TargetSpec
+    binding: LinkBinding
+    window: Window
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    ticker: asyncio.Task[None] | None = None
+    probes: set[asyncio.Task[None]] = field(default_factory=set)
+    last_start: float | None = None
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Cancel the ticker and in-flight probes; return them to be awaited."""
+        tasks = [*self.probes, *([self.ticker] if self.ticker is not None else [])]
+        for task in tasks:
+            task.cancel()
+        self.ticker = None
+        return tasks
+
+
+def plan_paths(
+    node: str, targets: Sequence[TargetSpec], bindings: Sequence[LinkBinding]
+) -> dict[PathKey, tuple[TargetSpec, LinkBinding]]:
+    """Every (target, link) pair to probe; a target's unknown link names are ignored."""
+    by_link = {b.link: b for b in bindings}
+    paths: dict[PathKey, tuple[TargetSpec, LinkBinding]] = {}
+    for spec in targets:
+        for link in spec.links or tuple(by_link):
+            binding = by_link.get(link)
+            if binding is not None:
+                paths[PathKey(node, link, spec.name)] = (spec, binding)
+    return paths
+
+
+def _probe_identity(spec: TargetSpec) -> TargetSpec:
+    """What a window's samples are about: the spec without its timing and link list."""
+    return dataclasses.replace(spec, interval_s=0.0, timeout_s=0.0, links=())
+
+
+class Agent:
+    """Probes every path of one node and publishes one Measurement per path per interval."""
+
+    def __init__(
+        self,
+        node: str,
+        targets: Sequence[TargetSpec],
+        bindings: Sequence[LinkBinding],
+        bus: MeasurementBus,
+        *,
+        window: int = 10,
+        max_in_flight: int = 256,
+        max_age_s: float | None = None,
+        on_sample: SampleHook | None = None,
+        probers: Mapping[ProbeKind, ProbeFn] = PROBERS,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self._node = node
+        self._bus = bus
+        self._window_size = window
+        self._max_age_s = max_age_s
+        self._on_sample = on_sample
+        self._probers = probers
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._paths: dict[PathKey, _Path] = {}
+        self._overrides: dict[PathKey, float] = {}
+        self._sessions: dict[LinkBinding, aiohttp.ClientSession] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._running = False
+        self.update(targets, bindings)
+
+    @property
+    def node(self) -> str:
+        return self._node
+
+    @property
+    def paths(self) -> tuple[PathKey, ...]:
+        return tuple(sorted(self._paths))
+
+    def update(self, targets: Sequence[TargetSpec], bindings: Sequence[LinkBinding]) -> None:
+        """Swap targets and links. A path whose key, binding and probe are unchanged keeps
+        its window (its timing may change); other paths start afresh, gone ones stop."""
+        desired = plan_paths(self._node, targets, bindings)
+        for key in [k for k in self._paths if k not in desired]:
+            self._retire(self._paths.pop(key))
+            self._overrides.pop(key, None)
+        for key, (spec, binding) in desired.items():
+            old = self._paths.get(key)
+            if old is not None and old.spec == spec and old.binding == binding:
+                continue
+            same = (
+                old is not None
+                and old.binding == binding
+                and _probe_identity(old.spec) == _probe_identity(spec)
+            )
+            window = old.window if old is not None and same else self._new_window()
+            if old is not None:
+                self._retire(old)
+            path = _Path(key, spec, binding, window)
+            self._paths[key] = path
+            if self._running:
+                self._start(path)
+        if self._running:
+            self._close_unused_sessions()
+
+    def set_interval_override(self, path: PathKey, interval_s: float | None) -> None:
+        """Probe ``path`` every ``interval_s`` instead of its target's interval (None: back
+        to normal). Takes effect at once: a faster override pulls the next probe in."""
+        if interval_s is None:
+            self._overrides.pop(path, None)
+        elif interval_s > 0:
+            self._overrides[path] = interval_s
+        else:
+            raise ValueError(f"interval_s must be > 0 or None, got {interval_s}")
+        state = self._paths.get(path)
+        if state is not None:
+            state.wake.set()
+
+    async def run(self) -> None:
+        """Probe until cancelled; on the way out stop every probe and close the sessions."""
+        if self._running:
+            raise RuntimeError("Agent.run() is already running")
+        self._running = True
+        try:
+            for path in self._paths.values():
+                self._start(path)
+            await asyncio.Event().wait()
+        finally:
+            self._running = False
+            await self._shutdown()
+
+    # internals -------------------------------------------------------------------------
+
+    def _new_window(self) -> Window:
+        return Window(self._window_size, self._max_age_s)
+
+    def _interval(self, path: _Path) -> float:
+        return self._overrides.get(path.key, path.spec.interval_s)
+
+    def _start(self, path: _Path) -> None:
+        path.ticker = asyncio.get_running_loop().create_task(
+            self._tick(path), name=f"edgesteer-probe-ticker {path.key}"
+        )
+
+    def _retire(self, path: _Path) -> None:
+        for task in path.stop():
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _tick(self, path: _Path) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + splay(path.key, self._interval(path))
+        while True:
+            now = loop.time()
+            if due > now:
+                path.wake.clear()
+                if await _wait(path.wake, due - now):
+                    base = path.last_start if path.last_start is not None else loop.time()
+                    due = min(due, base + self._interval(path))
+                    continue
+            path.last_start = loop.time()
+            self._launch(path)
+            due = next_tick(due, self._interval(path), loop.time())
+
+    def _launch(self, path: _Path) -> None:
+        cap = max_overlap(self._interval(path), path.spec.timeout_s)
+        if len(path.probes) >= cap:
+            log.debug("%s: %d probes still in flight, skipping a tick", path.key, cap)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._probe(path, path.spec, path.binding), name=f"edgesteer-probe {path.key}"
+        )
+        path.probes.add(task)
+        task.add_done_callback(path.probes.discard)
+
+    async def _probe(self, path: _Path, spec: TargetSpec, binding: LinkBinding) -> None:
+        async with self._in_flight:
+            http = self._session(binding) if spec.kind is ProbeKind.HTTP else None
+            ctx = ProbeContext(binding, spec.timeout_s, http)
+            at = time.time()
+            outcome = await run_probe(self._probers[spec.kind], spec, ctx)
+        sample = outcome.to_sample(path.key, spec.kind, at)
+        path.window.add(sample)
+        if self._on_sample is not None:
+            try:
+                self._on_sample(sample)
+            except Exception:
+                log.exception("on_sample hook failed for %s", path.key)
+        measurement = path.window.measurement(path.key, spec.kind, time.time())
+        try:
+            await self._bus.publish(measurement)
+        except Exception:
+            log.exception("publishing the measurement of %s failed", path.key)
+
+    def _session(self, binding: LinkBinding) -> aiohttp.ClientSession:
+        session = self._sessions.get(binding)
+        if session is None or session.closed:
+            session = self._sessions[binding] = make_http_session(binding)
+        return session
+
+    def _close_unused_sessions(self) -> None:
+        used = {p.binding for p in self._paths.values() if p.spec.kind is ProbeKind.HTTP}
+        for binding in [b for b in self._sessions if b not in used]:
+            task = asyncio.get_running_loop().create_task(self._sessions.pop(binding).close())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _shutdown(self) -> None:
+        tasks = [t for path in self._paths.values() for t in path.stop()]
+        tasks.extend(self._retiring)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+async def _wait(event: asyncio.Event, delay_s: float) -> bool:
+    """Wait for ``event`` at most ``delay_s``; True when it was set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay_s):
+            await event.wait()
+            return True
+    return False

@@ -1,0 +1,158 @@
+"""Invariants of plan() and guard() over random configs and random health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.config.schema import Config, GuardSettings, Service
+from edge.health.state import HealthSnapshot, HealthState
+from edge.plan import AnswerSet
+from edge.steering.guard import guard
+from edge.steering.planner import plan, rules
+from tests import builders as b
+
+S = HealthState
+SVC = "www.example.hk"
+
+
+@dataclass(frozen=True)
+class World:
+    config: Config
+    snapshot: HealthSnapshot
+    other: HealthSnapshot
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> World:
+    n = draw(st.integers(1, 6))
+    links = [b.link(f"l{i}", priority=draw(st.integers(1, 3)),
+                    v4=[f"203.0.113.{i + 1}"],
+                    v6=[f"2001:db8::{i + 1}"] if draw(st.booleans()) else [])
+             for i in range(n)]
+    n_pools = draw(st.integers(1, n))
+    members: list[list[int]] = [[] for _ in range(n_pools)]
+    for i in range(n):  # every link in exactly one pool, every pool non-empty
+        members[i if i < n_pools else draw(st.integers(0, n_pools - 1))].append(i)
+    weight = st.sampled_from([0.0, 1.0, 10.0, 100.0, 250.0])
+    pools = [b.pool(f"p{k}", *(b.endpoint(f"l{i}", draw(weight)) for i in idx),
+                    tier=draw(st.none() | st.integers(1, 3)))
+             for k, idx in enumerate(members)]
+    threshold = draw(st.sampled_from([0.1, 0.25, 0.5, 0.75, 1.0]) | st.floats(0.01, 1.0))
+    svc = b.service(SVC, *pools, failover_threshold=threshold,
+                    max_answers=draw(st.integers(1, 4)))
+    policies = []
+    if draw(st.booleans()):
+        chosen = draw(st.lists(st.sampled_from([p.name for p in pools]), min_size=1,
+                               unique=True))
+        policies.append(b.policy(SVC, ("seg", chosen)))
+    hs = b.health(degraded_weight=draw(st.sampled_from([0.1, 0.5, 1.0])))
+    cfg = b.make_config(links, [svc], policies=policies, health_settings=hs,
+                        fail_open=draw(st.booleans()))
+    state = st.sampled_from(list(HealthState))
+    snap = b.snapshot({lk.name: draw(state) for lk in links}, version=draw(st.integers(1, 9)))
+    other = b.snapshot({lk.name: draw(state) for lk in links}, version=draw(st.integers(1, 9)))
+    return World(cfg, snap, other)
+
+
+@dataclass(frozen=True)
+class Cand:
+    pool: str
+    link: str
+    tier: int
+    weight: float
+    state: HealthState
+    values: frozenset[str]
+
+
+def oracle_candidates(w: World, svc: Service, pools: tuple[str, ...]) -> list[Cand]:
+    out = []
+    for name in pools:
+        pool = svc.pool(name)
+        for ep in pool.endpoints:
+            lk = w.config.link(ep.link)
+            tier = pool.tier if pool.tier is not None else lk.priority
+            out.append(Cand(name, lk.name, tier, ep.weight, w.snapshot.link_state(lk.name),
+                            frozenset(lk.answers_v4 + lk.answers_v6)))
+    return out
+
+
+def expected_tier(cands: list[Cand], threshold: float) -> int | None:
+    tiers = sorted({c.tier for c in cands})
+    for t in tiers:
+        m = [c for c in cands if c.tier == t]
+        total = sum(c.weight for c in m)
+        if total > 0 and sum(c.weight for c in m if c.state.serving) / total >= threshold:
+            return t
+    for t in tiers:
+        if any(c.tier == t and c.state.serving and c.weight > 0 for c in cands):
+            return t
+    for t in tiers:
+        if any(c.tier == t and c.state.serving for c in cands):
+            return t
+    return None
+
+
+def check_answer_set(w: World, a: AnswerSet, cands: list[Cand]) -> None:
+    by_value = {v: c for c in cands for v in c.values}
+    # never empty when endpoints exist, unless the operator turned fail-open off
+    anything_serves = any(c.state.serving for c in cands)
+    if w.config.guard.fail_open or anything_serves:
+        assert a.answers, a.reasons
+    for ans in a.answers:
+        c = by_value[ans.value]                       # belongs to the rule's pools
+        assert (ans.pool, ans.link, ans.tier) == (c.pool, c.link, c.tier)
+        assert ans.weight > 0
+    if a.fail_open:
+        assert not anything_serves and w.config.guard.fail_open
+        assert a.failing_over and a.ttl == w.config.service(SVC).failover_ttl
+        return
+    for ans in a.answers:
+        c = by_value[ans.value]
+        assert c.state.serving, f"{c.link} is {c.state} but served"
+        if c.state is S.DEGRADED and c.weight > 0:
+            assert ans.weight == c.weight * w.config.health.degraded_weight
+    svc = w.config.service(SVC)
+    tier = expected_tier(cands, svc.failover_threshold)
+    if tier is not None:
+        assert {ans.tier for ans in a.answers} == {tier} == {a.tier}
+    unsteady = any(c.state in (S.FALLING, S.RISING, S.DEGRADED, S.DOWN) for c in cands)
+    if unsteady or a.failing_over:
+        assert a.ttl == svc.failover_ttl
+    else:
+        assert a.ttl == svc.ttl
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds())
+def test_plan_invariants(w: World) -> None:
+    p = plan(w.config, w.snapshot, version=1, now=0.0)
+    svc = w.config.service(SVC)
+    assert [k for k in p.answers] == [(SVC, seg) for seg, _ in rules(w.config, svc)]
+    for seg, pools in rules(w.config, svc):
+        a = p.get(SVC, seg)
+        assert a is not None and a.max_answers == svc.max_answers
+        check_answer_set(w, a, oracle_candidates(w, svc, pools))
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds())
+def test_plan_is_deterministic(w: World) -> None:
+    p1 = plan(w.config, w.snapshot, version=1, now=0.0)
+    p2 = plan(w.config, w.snapshot, version=1, now=0.0)
+    assert p1 == p2
+    assert p1.checksum() == p2.checksum() and p1.to_json() == p2.to_json()
+
+
+@settings(max_examples=150, deadline=None)
+@given(worlds())
+def test_guard_accepts_its_own_unfrozen_plans(w: World) -> None:
+    before = plan(w.config, w.other, version=1, now=0.0)
+    after = plan(w.config, w.snapshot, version=2, now=1.0)
+    gs = GuardSettings(freeze=False, fail_open=True)
+    if w.config.guard.fail_open:
+        assert guard(before, after, gs) is after
+    assert guard(None, after, gs) is after
+    assert guard(after, after, GuardSettings(freeze=True)) is after
