@@ -1,0 +1,1 @@
+"""HTTP control plane: /metrics and /healthz today; REST status, plan and freeze later."""
