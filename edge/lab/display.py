@@ -57,9 +57,12 @@ def answer_rows(plan: Plan | None) -> list[str]:
 
 def screen(config: Config, scenario_name: str, elapsed: float, duration: float,
            snapshot: HealthSnapshot, plan: Plan | None, events: Sequence[str],
-           dig_commands: Sequence[str]) -> str:
+           dig_commands: Sequence[str], width: int = 0) -> str:
+    """The live screen; with ``width`` every line is cut to fit the terminal."""
     lines = [f"edgesteer lab — scenario {scenario_name} — t={elapsed:5.1f}s of {duration:.0f}s",
              "", *link_rows(config, snapshot), "", "DNS answers (A):", *answer_rows(plan), "",
              "Query it:", *(f"  {c}" for c in dig_commands), "", "Events:",
              *(f"  {e}" for e in events[-12:])]
+    if width > 0:
+        lines = [ln if len(ln) <= width else ln[:width - 1] + "…" for ln in lines]
     return "\n".join(lines)

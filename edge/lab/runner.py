@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -249,7 +250,8 @@ class Lab:
                 self.out.write(CLEAR + screen(self.config, self.scenario.name, self.t(),
                                               self.duration, self.runtime.engine.tracker.snapshot,
                                               self.runtime.engine.current, self.events,
-                                              self.dig_commands()) + "\n")
+                                              self.dig_commands(),
+                                              shutil.get_terminal_size().columns) + "\n")
                 self.out.flush()
                 await asyncio.sleep(0.5)
             else:
