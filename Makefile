@@ -2,15 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck check-all sysdeps clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev]'
+$(STAMP): pyproject.toml deploy/bootstrap-venv.sh
+	bash deploy/bootstrap-venv.sh $(PYTHON) $(VENV)
 	touch $(STAMP)
 
 ## make demo: the lab — emulated HK links, real probes, engine and built-in DNS on loopback.

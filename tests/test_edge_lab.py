@@ -124,3 +124,25 @@ def test_lab_json_summary_shape(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert payload["answers"][0]["values"] == ["203.0.113.10"]
     assert set(payload) >= {"dns", "service", "bounds", "answer_changes", "detected_after_s",
                             "recovered_after_s"}
+
+
+async def test_lab_falls_back_to_a_free_port_when_the_default_is_taken(tmp_path: Path) -> None:
+    import socket
+    from importlib import resources
+
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    text = resources.files("edge.lab").joinpath("lab.yaml").read_text()
+    config = tmp_path / "lab.yaml"
+    config.write_text(text.replace('listen: ["127.0.0.1:5353"]', f'listen: ["127.0.0.1:{port}"]'))
+    calm = tmp_path / "calm.yaml"
+    calm.write_text("name: calm\nduration: 1\n")
+    out = io.StringIO()
+    try:
+        result = await run_lab(LabOptions(scenario=str(calm), config=str(config),
+                                          headless=True), out)
+    finally:
+        held.close()
+    assert result.dns[1] not in (0, port)
+    assert f"DNS port 127.0.0.1:{port} is in use; serving on a free port instead" in out.getvalue()

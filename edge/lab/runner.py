@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import shutil
 import sys
@@ -260,38 +261,58 @@ class Lab:
                 states = ", ".join(f"{name}={lh.state}" for name, lh in sorted(snap.links.items()))
                 print(f"t={self.t():6.2f}s status: {states}", file=self.out, flush=True)
 
+    async def start_runtime(self, config: Config) -> NodeRuntime:
+        """Start the node runtime. When the default DNS port is taken (mDNS daemons often
+        hold 5353) and no --listen was given, fall back to a free port and say so."""
+        runtime = NodeRuntime(config, on_plan=self.on_plan, on_transition=self.on_transition,
+                              listen=self.options.listen)
+        try:
+            await runtime.start()
+            return runtime
+        except OSError as exc:
+            await runtime.aclose()
+            if self.options.listen is not None or exc.errno != errno.EADDRINUSE:
+                raise
+        wanted = ", ".join(f"{h}:{p}" for h, p in config.dns.listen)
+        fallback = tuple((host, 0) for host, _ in config.dns.listen)
+        runtime = NodeRuntime(config, on_plan=self.on_plan, on_transition=self.on_transition,
+                              listen=fallback)
+        await runtime.start()
+        self.note(f"DNS port {wanted} is in use; serving on a free port instead "
+                  f"(choose one with --listen)")
+        return runtime
+
     async def run(self) -> LabResult:
         for link, imp in self.scenario.baseline.items():
             self.table.set(self.sources[link], imp)
         responders, targets = await self.start_responders()
         config = dataclasses.replace(self.config, targets=targets)
-        self.runtime = NodeRuntime(config, on_plan=self.on_plan,
-                                   on_transition=self.on_transition, listen=self.options.listen)
-        display: asyncio.Task[None] | None = None
+        background: list[asyncio.Future[None]] = []
+        dns_bound: tuple[str, int] = ("", 0)
         try:
             self.t0 = time.monotonic()
-            await self.runtime.start()
+            self.runtime = await self.start_runtime(config)
+            dns_bound = self.runtime.dns.bound[0]
             self.note(f"lab started: scenario {self.scenario.name}, {self.duration:g} s; "
-                      f"DNS on {self.runtime.dns.bound[0][0]}:{self.runtime.dns.bound[0][1]}")
+                      f"DNS on {dns_bound[0]}:{dns_bound[1]}")
             for cmd in self.dig_commands():
                 self.note(f"query it: {cmd}")
-            display = asyncio.create_task(self.display())
+            display = asyncio.ensure_future(self.display())
             timeline = asyncio.ensure_future(self.timeline())
             failure = asyncio.ensure_future(self.runtime.wait())
+            background = [display, timeline, failure]
             done, _ = await asyncio.wait({timeline, failure},
                                          return_when=asyncio.FIRST_COMPLETED)
-            timeline.cancel()
-            failure.cancel()
-            for task in done:
-                if not task.cancelled():
-                    task.result()
+            for finished in done:
+                finished.result()  # a component that died fails the lab with its error
         finally:
-            if display is not None:
-                display.cancel()
+            for job in background:
+                job.cancel()
+            for job in background:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await display
-            dns_bound = self.runtime.dns.bound[0] if self.runtime.dns.bound else ("", 0)
-            await self.runtime.aclose()
+                    await job
+            if self.runtime is not None:
+                await self.runtime.aclose()
             for r in responders:
                 await r.aclose()
         return self.result(dns_bound)
