@@ -8,7 +8,10 @@ need=()
 while read -r cmd pkg; do
   case "$cmd" in ''|'#'*) continue ;; esac
   # Some daemons live in sbin, which a non-login PATH may lack.
-  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+  # A COMMAND starting with / is a file the package ships (for packages with no command).
+  if [ "${cmd#/}" != "$cmd" ]; then
+    [ -e "$cmd" ] || need+=("$pkg")
+  elif ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
     need+=("$pkg")
   fi
 done < "$here/test-packages.txt"

@@ -15,8 +15,19 @@ COMMANDS: tuple[str, ...] = (
     "lab",
     "check",
     "plan",
+    "apply",
     "explain",
+    "replay",
+    "override",
+    "geo",
     "run",
+    "serve",
+    "steer",
+    "history",
+    "rollback",
+    "agent",
+    "probe",
+    "anycast",
 )
 
 

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 RRType = Literal["A", "AAAA", "CNAME"]
+AnnounceAction = Literal["announce", "withdraw"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,51 @@ class AnswerSet:
 
 
 AnswerKey = tuple[str, str]  # (service, segment)
+AnnouncementKey = tuple[str, str]  # (prefix, session); a session is named after its link
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """What one BGP session says about one anycast prefix, and why (edge.steering.anycast).
+
+    ``prepend`` counts the extra copies of the local AS (the speaker adds the first one);
+    ``med`` None sends no MED. Communities are text: ``"64500:100"``, ``"64500:1:2"``.
+    """
+
+    prefix: str
+    session: str
+    action: AnnounceAction
+    med: int | None = None
+    prepend: int = 0
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+    reasons: tuple[Reason, ...] = ()
+    tier: int = 0
+
+    def content(self) -> tuple[Any, ...]:
+        """What the peer sees: a withdrawn route has no attributes; ignores reasons."""
+        if self.action == "withdraw":
+            return ("withdraw",)
+        return ("announce", self.med, self.prepend, self.communities, self.large_communities)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prefix": self.prefix, "session": self.session, "action": self.action,
+                "med": self.med, "prepend": self.prepend, "tier": self.tier,
+                "communities": list(self.communities),
+                "large_communities": list(self.large_communities),
+                "reasons": [r.to_json() for r in self.reasons]}
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncementChange:
+    key: AnnouncementKey
+    before: Announcement | None
+    after: Announcement | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prefix": self.key[0], "session": self.key[1],
+                "before": self.before.to_json() if self.before else None,
+                "after": self.after.to_json() if self.after else None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +142,18 @@ class AnswerChange:
 @dataclass(frozen=True, slots=True)
 class PlanDiff:
     changes: tuple[AnswerChange, ...]
+    announcement_changes: tuple[AnnouncementChange, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.changes)
+        return bool(self.changes) or bool(self.announcement_changes)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [c.to_json() for c in self.changes]
+        return [c.to_json() for c in self.changes] + \
+            [c.to_json() for c in self.announcement_changes]
 
 
 _NO_ANSWERS: Mapping[AnswerKey, AnswerSet] = MappingProxyType({})
+_NO_ANNOUNCEMENTS: Mapping[AnnouncementKey, Announcement] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +162,8 @@ class Plan:
     created_at: float = 0.0
     inputs_digest: str = ""
     answers: Mapping[AnswerKey, AnswerSet] = field(default_factory=lambda: _NO_ANSWERS)
+    announcements: Mapping[AnnouncementKey, Announcement] = field(
+        default_factory=lambda: _NO_ANNOUNCEMENTS)
 
     def get(self, service: str, segment: str) -> AnswerSet | None:
         return self.answers.get((service, segment))
@@ -125,11 +176,19 @@ class Plan:
             before, after = self.answers.get(key), newer.answers.get(key)
             if before is None or after is None or before.content() != after.content():
                 changes.append(AnswerChange(key, before, after))
-        return PlanDiff(tuple(changes))
+        routes = []
+        for rkey in sorted(set(self.announcements) | set(newer.announcements)):
+            was, now = self.announcements.get(rkey), newer.announcements.get(rkey)
+            if was is None or now is None or was.content() != now.content():
+                routes.append(AnnouncementChange(rkey, was, now))
+        return PlanDiff(tuple(changes), tuple(routes))
 
     def checksum(self) -> str:
         """Digest of the plan's substance: same answers => same checksum, whatever the version."""
         body = [[list(k), repr(self.answers[k].content())] for k in sorted(self.answers)]
+        if self.announcements:  # absent => the checksum of a DNS-only plan is unchanged
+            body.append(["announcements", repr([(k, self.announcements[k].content())
+                                                for k in sorted(self.announcements)])])
         return hashlib.sha256(json.dumps(body).encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
@@ -137,4 +196,6 @@ class Plan:
             "version": self.version, "created_at": self.created_at,
             "inputs_digest": self.inputs_digest, "checksum": self.checksum(),
             "answers": [self.answers[k].to_json() for k in sorted(self.answers)],
-        }
+        } | ({"announcements": [self.announcements[k].to_json()
+                                for k in sorted(self.announcements)]}
+             if self.announcements else {})

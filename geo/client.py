@@ -13,7 +13,8 @@ class ClientInfo:
 
     ``address`` is the EDNS Client Subnet address when the query carried one, else the
     resolver's address; ``prefix_len`` is the ECS source prefix (or the full length).
-    ``asn``, ``country`` and ``line`` are filled by GeoIP / line tables when available.
+    ``asn``, ``country``, ``line``, ``region`` and ``location`` are filled by GeoIP
+    (``geo.geoip.GeoIP.enrich``) and line tables when available.
     """
 
     address: netaddr.IPAddress
@@ -22,6 +23,8 @@ class ClientInfo:
     asn: int | None = None
     country: str | None = None
     line: str | None = None
+    region: str | None = None  # e.g. a subdivision or an operator's region code
+    location: tuple[float, float] | None = None  # (lat, lon), from a City database
 
     @classmethod
     def from_text(cls, address: str, prefix_len: int | None = None) -> ClientInfo:

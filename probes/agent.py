@@ -12,13 +12,14 @@ Time: ``Sample.at`` / ``Measurement.at`` are wall clock (time.time()); rtts and 
 schedule use monotonic clocks.
 
 HTTP probes share one aiohttp ClientSession per link binding, owned here: made on first
-use, closed when no path uses the binding any more and when ``run()`` ends.
+use, closed when no path uses the binding any more and when ``run()`` ends. ICMP probes
+share one :class:`IcmpEngine` (one socket per link, all targets' echoes in flight on it),
+closed when ``run()`` ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -29,6 +30,7 @@ import aiohttp
 
 from probes.bus import MeasurementBus
 from probes.kinds import PROBERS, ProbeContext, ProbeFn, make_http_session
+from probes.kinds.icmp_engine import IcmpEngine
 from probes.measurement import PathKey, ProbeKind, Sample
 from probes.schedule import max_overlap, next_tick, run_probe, splay
 from probes.spec import LinkBinding, TargetSpec
@@ -45,7 +47,7 @@ class _Path:
     spec: TargetSpec
     binding: LinkBinding
     window: Window
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    waker: asyncio.Future[bool] | None = None  # the ticker's sleep, while it sleeps
     ticker: asyncio.Task[None] | None = None
     probes: set[asyncio.Task[None]] = field(default_factory=set)
     last_start: float | None = None
@@ -93,6 +95,7 @@ class Agent:
         max_age_s: float | None = None,
         on_sample: SampleHook | None = None,
         probers: Mapping[ProbeKind, ProbeFn] = PROBERS,
+        icmp: IcmpEngine | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
@@ -106,6 +109,7 @@ class Agent:
         self._paths: dict[PathKey, _Path] = {}
         self._overrides: dict[PathKey, float] = {}
         self._sessions: dict[LinkBinding, aiohttp.ClientSession] = {}
+        self._icmp = icmp if icmp is not None else IcmpEngine()
         self._retiring: set[asyncio.Task[None]] = set()
         self._running = False
         self.update(targets, bindings)
@@ -143,6 +147,7 @@ class Agent:
                 self._start(path)
         if self._running:
             self._close_unused_sessions()
+            self._icmp.retain([p.binding for p in self._paths.values()])
 
     def set_interval_override(self, path: PathKey, interval_s: float | None) -> None:
         """Probe ``path`` every ``interval_s`` instead of its target's interval (None: back
@@ -154,8 +159,8 @@ class Agent:
         else:
             raise ValueError(f"interval_s must be > 0 or None, got {interval_s}")
         state = self._paths.get(path)
-        if state is not None:
-            state.wake.set()
+        if state is not None and state.waker is not None and not state.waker.done():
+            state.waker.set_result(True)
 
     async def run(self) -> None:
         """Probe until cancelled; on the way out stop every probe and close the sessions."""
@@ -192,13 +197,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         due = loop.time() + splay(path.key, self._interval(path))
         while True:
-            now = loop.time()
-            if due > now:
-                path.wake.clear()
-                if await _wait(path.wake, due - now):
-                    base = path.last_start if path.last_start is not None else loop.time()
-                    due = min(due, base + self._interval(path))
-                    continue
+            if due > loop.time() and await _sleep(path, due):
+                base = path.last_start if path.last_start is not None else loop.time()
+                due = min(due, base + self._interval(path))
+                continue
             path.last_start = loop.time()
             self._launch(path)
             due = next_tick(due, self._interval(path), loop.time())
@@ -217,7 +219,7 @@ class Agent:
     async def _probe(self, path: _Path, spec: TargetSpec, binding: LinkBinding) -> None:
         async with self._in_flight:
             http = self._session(binding) if spec.kind is ProbeKind.HTTP else None
-            ctx = ProbeContext(binding, spec.timeout_s, http)
+            ctx = ProbeContext(binding, spec.timeout_s, http, self._icmp)
             at = time.time()
             outcome = await run_probe(self._probers[spec.kind], spec, ctx)
         sample = outcome.to_sample(path.key, spec.kind, at)
@@ -250,15 +252,29 @@ class Agent:
         tasks = [t for path in self._paths.values() for t in path.stop()]
         tasks.extend(self._retiring)
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._icmp.close()
         sessions = list(self._sessions.values())
         self._sessions.clear()
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
 
 
-async def _wait(event: asyncio.Event, delay_s: float) -> bool:
-    """Wait for ``event`` at most ``delay_s``; True when it was set."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(delay_s):
-            await event.wait()
-            return True
-    return False
+async def _sleep(path: _Path, due: float) -> bool:
+    """Sleep until ``due`` (loop time); True when woken early by an interval override.
+
+    A bare future and one timer: an agent sleeps once per probe, so this is on the hot path
+    (an Event plus asyncio.timeout costs several times more).
+    """
+    loop = asyncio.get_running_loop()
+    waker: asyncio.Future[bool] = loop.create_future()
+    handle = loop.call_at(due, _wake, waker)
+    path.waker = waker
+    try:
+        return await waker
+    finally:
+        handle.cancel()
+        path.waker = None
+
+
+def _wake(waker: asyncio.Future[bool]) -> None:
+    if not waker.done():
+        waker.set_result(False)

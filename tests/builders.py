@@ -10,8 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 from edge.config.schema import (
+    AllDownPolicy,
     Band,
     Config,
+    DampingSettings,
     Endpoint,
     GuardSettings,
     HealthSettings,
@@ -40,10 +42,15 @@ THRESHOLDS = Thresholds(
 def health(*, rise: int = 3, fall: int = 3, hold_down_s: float = 10.0,
            stale_after_s: float = 5.0, quorum: QuorumMode = "majority",
            degraded_weight: float = 0.5, thresholds: Thresholds = THRESHOLDS,
-           window: int = 10) -> HealthSettings:
+           window: int = 10, stale_grace_s: float = 0.0,
+           damping: DampingSettings | None = None,
+           fast_probe_factor: float = 4.0) -> HealthSettings:
+    """Health settings; unlike the config default, no stale grace unless asked for."""
     return HealthSettings(window=window, rise=rise, fall=fall, hold_down_s=hold_down_s,
                           stale_after_s=stale_after_s, quorum=quorum,
-                          degraded_weight=degraded_weight, thresholds=thresholds)
+                          degraded_weight=degraded_weight, thresholds=thresholds,
+                          stale_grace_s=stale_grace_s, damping=damping or DampingSettings(),
+                          fast_probe_factor=fast_probe_factor)
 
 
 def link(name: str, *, priority: int = 1, weight: float = 100.0,
@@ -60,8 +67,10 @@ def endpoint(link_name: str, weight: float = 100.0, *, addresses: Sequence[str] 
     return Endpoint(link=link_name, weight=weight, addresses=tuple(addresses), cname=cname)
 
 
-def pool(name: str, *endpoints: Endpoint, tier: int | None = None) -> Pool:
-    return Pool(name=name, endpoints=tuple(endpoints), tier=tier)
+def pool(name: str, *endpoints: Endpoint, tier: int | None = None,
+         all_down: AllDownPolicy = "fail_open", fallback: str | None = None) -> Pool:
+    return Pool(name=name, endpoints=tuple(endpoints), tier=tier, all_down=all_down,
+                fallback=fallback)
 
 
 def service(name: str = "www.example.hk", *pools: Pool, ttl: int = 60,
@@ -122,4 +131,4 @@ def measurement(at: float, *, key: PathKey | None = None, loss: float = 0.0,
         path=key or path(), kind=ProbeKind.TCP, at=at, window_s=10.0, sent=sent,
         received=got, loss=loss if got else 1.0, rtt_min=rtt, rtt_p50=rtt, rtt_p95=rtt,
         rtt_p99=rtt, rtt_max=rtt, rtt_mean=rtt, jitter_s=jitter_ms / 1000.0 if ok else 0.0,
-        mean_abs_diff_s=0.0, ewma_rtt=rtt)
+        mean_abs_diff_s=jitter_ms / 1000.0 if ok else 0.0, ewma_rtt=rtt)

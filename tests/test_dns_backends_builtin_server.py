@@ -44,10 +44,10 @@ PLAN = fx.plan(
 
 async def started(listen: Sequence[tuple[str, int]] = (("127.0.0.1", 0),),
                   matcher: SegmentMatcher = MATCHER, *, tcp_idle_timeout: float = 10.0,
-                  max_tcp_connections: int = 256) -> BuiltinDnsServer:
+                  max_tcp_connections: int = 256, udp_batch: bool = False) -> BuiltinDnsServer:
     srv = BuiltinDnsServer(ZONES, SERVICES, matcher, listen, rng=random.Random(5),
                            tcp_idle_timeout=tcp_idle_timeout,
-                           max_tcp_connections=max_tcp_connections)
+                           max_tcp_connections=max_tcp_connections, udp_batch=udp_batch)
     await srv.start()
     return srv
 
@@ -98,13 +98,17 @@ async def test_max_answers_respected_and_weights_honoured(server: BuiltinDnsServ
 
 async def test_segments_by_ecs_with_scope_echoed(server: BuiltinDnsServer) -> None:
     port = port_of(server)
-    for subnet, expected in [("10.1.2.0/24", CT_V4), ("10.2.0.0/16", CU_V4),
-                             ("100.64.9.0/24", DEFAULT_V4)]:
+    # The scope is the widest prefix over which the segment rules give the same answer:
+    # ct and cu are /16s; 100.64.0.0/4 .. 96.0.0.0/4 holds no segment's CIDR at all;
+    # a /8 client is told the answer holds for 10.0.0.0/16 only.
+    for subnet, expected, scope in [("10.1.2.0/24", CT_V4, 16), ("10.2.0.0/16", CU_V4, 16),
+                                    ("100.64.9.0/24", DEFAULT_V4, 4),
+                                    ("10.0.0.0/8", DEFAULT_V4, 16)]:
         r = await fx.udp(fx.make_query("www.example.hk", "A", ecs=subnet), port)
         assert fx.values(r) == {expected}, subnet
         ecs = ecs_of(r)
         address, srclen = subnet.split("/")
-        assert (ecs.address, ecs.srclen, ecs.scopelen) == (address, int(srclen), int(srclen))
+        assert (ecs.address, ecs.srclen, ecs.scopelen) == (address, int(srclen), scope)
     apex = await fx.udp(fx.make_query("example.hk", "SOA", ecs="10.1.2.0/24"), port)
     assert ecs_of(apex).scopelen == 0  # the SOA is the same for everyone
     assert server.stats["segment"]["ct"] >= 1 and server.stats["segment"]["cu"] >= 1
@@ -342,6 +346,24 @@ async def test_an_exception_is_answered_servfail_and_the_server_lives(
         await srv.aclose()
 
 
+async def test_recvmmsg_batches_answer_a_burst_in_order_of_arrival() -> None:
+    """Many datagrams queued before the server reads: one recvmmsg batch answers all."""
+    srv = await started(udp_batch=True)
+    try:
+        await srv.apply(PLAN)
+        queries = [fx.make_query("www.example.hk", "A", ecs=f"10.1.{i}.0/24")
+                   for i in range(150)]  # more than one batch of 64
+        async with fx.raw_udp(port_of(srv)) as client:
+            for q in queries:
+                client.send(q.to_wire())
+            replies = [dns.message.from_wire(await client.recv()) for _ in queries]
+        assert sorted(r.id for r in replies) == sorted(q.id for q in queries)
+        assert all(fx.values(r) == {CT_V4} for r in replies)
+        assert srv.stats["events"]["fast"] >= 150
+    finally:
+        await srv.aclose()
+
+
 async def test_responses_are_never_answered(server: BuiltinDnsServer) -> None:
     q = fx.make_query("example.hk", "SOA")
     fake = dns.message.make_response(q)
@@ -364,8 +386,9 @@ def has_ipv6_loopback() -> bool:
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
-async def test_ipv6_listener() -> None:
-    srv = await started(listen=(("127.0.0.1", 0), ("::1", 0)))
+@pytest.mark.parametrize("udp_batch", [False, True], ids=["transport", "recvmmsg"])
+async def test_ipv6_listener(udp_batch: bool) -> None:
+    srv = await started(listen=(("127.0.0.1", 0), ("::1", 0)), udp_batch=udp_batch)
     try:
         await srv.apply(PLAN)
         host, port = srv.bound[1]

@@ -24,11 +24,13 @@ B = {"loss": 0.15}                      # bad on loss
 BJ = {"jitter_ms": 62.1}                # bad on jitter only
 BR = {"p95_ms": 320.0}                  # bad on rtt p95 only
 NR = {"received": 0}                    # no replies at all
-D = {"loss": 0.05}                      # degraded on loss
+# Loss figures below 10 % use 100-sample windows so that enough lost samples back them
+# (a figure condemns a window only with MIN_EVIDENCE samples over the bound).
+D = {"loss": 0.05, "sent": 100}         # degraded on loss
 DJ = {"jitter_ms": 30.0}                # degraded on jitter only
-GAP_DOWN = {"loss": 0.09}               # between down exit (8%) and enter (10%)
-OVER_DOWN = {"loss": 0.11}              # just over the down enter bound
-GAP_DEG = {"loss": 0.018}               # between degraded exit (1.6%) and enter (2%)
+GAP_DOWN = {"loss": 0.09, "sent": 100}             # between down exit (8%) and enter (10%)
+OVER_DOWN = {"loss": 0.11, "sent": 100}             # just over the down enter bound
+GAP_DEG = {"loss": 0.018, "sent": 100}              # between degraded exit (1.6%) and enter (2%)
 
 
 def run(seq: Sequence[dict[str, float]], hs: HealthSettings | None = None, *,

@@ -77,4 +77,4 @@ def test_the_checker_sees_imports() -> None:
     # Guards against a checker that silently finds nothing.
     mods = _modules()
     assert "edge.runtime" in mods and "probes.agent" in mods
-    assert any(t == "edge.steering.planner" for _, t in _imports(mods["edge.runtime"]))
+    assert any(t.startswith("edge.steering.") for _, t in _imports(mods["edge.runtime"]))

@@ -11,6 +11,7 @@ from edge.config.schema import Config, GuardSettings, Service
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import AnswerSet
 from edge.steering.guard import guard
+from edge.steering.incremental import IncrementalPlanner
 from edge.steering.planner import plan, rules
 from tests import builders as b
 
@@ -156,3 +157,56 @@ def test_guard_accepts_its_own_unfrozen_plans(w: World) -> None:
         assert guard(before, after, gs) is after
     assert guard(None, after, gs) is after
     assert guard(after, after, GuardSettings(freeze=True)) is after
+
+
+@settings(max_examples=200, deadline=None)
+@given(worlds(), st.lists(st.sampled_from(["seg", "seg2", "seg3"]), max_size=3, unique=True),
+       st.lists(st.sampled_from(list(HealthState)), min_size=6, max_size=6))
+def test_incremental_equals_full(w: World, extra: list[str],
+                                 third: list[HealthState]) -> None:
+    """Incremental re-plans give exactly the full plan, whatever changed, with several
+    segments sharing pools."""
+    cfg = w.config
+    pools = tuple(p.name for p in cfg.service(SVC).pools)
+    if extra:
+        cfg = b.make_config(cfg.links, cfg.services, health_settings=cfg.health,
+                            fail_open=cfg.guard.fail_open,
+                            policies=[b.policy(SVC, *((seg, pools[::-1] if i % 2 else pools)
+                                                      for i, seg in enumerate(extra)))])
+    snaps = [w.other, w.snapshot,
+             b.snapshot({lk.name: third[i] for i, lk in enumerate(cfg.links)}, version=11)]
+    inc = IncrementalPlanner(cfg)
+    for i, snap in enumerate(snaps):
+        got = inc.plan(snap, version=i + 1, now=float(i))
+        want = plan(cfg, snap, version=i + 1, now=float(i))
+        assert got == want
+        assert list(got.answers) == list(want.answers)
+    changed = {lk.name for lk in cfg.links
+               if snaps[2].link_state(lk.name) is not snaps[1].link_state(lk.name)}
+    if not changed:
+        assert inc.recomputed == 0
+
+
+def test_incremental_equals_full_over_many_changes() -> None:
+    """Many re-plans in a row: the layered plan merges its layers and stays exact."""
+    import random
+
+    rng = random.Random(5)
+    links = [b.link(f"l{i}", priority=1 + i % 2, index=10 + i) for i in range(6)]
+    pools = [b.pool(f"p{i}", b.endpoint(f"l{i}"), b.endpoint(f"l{(i + 1) % 6}"))
+             for i in range(6)]
+    services = [b.service(f"s{k}.example.hk", *pools) for k in range(3)]
+    policies = [b.policy(f"s{k}.example.hk",
+                         *((f"g{j}", (f"p{(j + k) % 6}", f"p{(j + 2) % 6}")) for j in range(8)))
+                for k in range(3)]
+    cfg = b.make_config(links, services, policies=policies)
+    inc = IncrementalPlanner(cfg)
+    states = {lk.name: S.UP for lk in links}
+    depths = set()
+    for i in range(60):
+        states[rng.choice(links).name] = rng.choice(list(HealthState))
+        snap = b.snapshot(dict(states), version=i + 1)
+        got = inc.plan(snap, version=i + 1, now=float(i))
+        assert got == plan(cfg, snap, version=i + 1, now=float(i))
+        depths.add(getattr(got.answers, "depth", 0))
+    assert max(depths) >= 8 and 0 in depths        # layers piled up and were merged

@@ -51,6 +51,20 @@ async def _stop_on_signal() -> None:
     log.info("signal received, stopping")
 
 
+def _reload_on_sighup(runtime: NodeRuntime, path: str) -> None:
+    """SIGHUP: re-read the config; if valid, the engine re-plans within one cycle (an
+    invalid file is reported and the running config kept)."""
+    def reload() -> None:
+        config = load_or_report(path, "run")
+        if config is None:
+            log.error("SIGHUP: %s is invalid, keeping the running config", path)
+            return
+        runtime.reload(config)
+        log.info("SIGHUP: %s reloaded", path)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_or_report(args.config, "run")
     if config is None:
@@ -66,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     async def main() -> None:
         runtime = NodeRuntime(config, on_plan=_on_plan, on_transition=_on_transition,
                               listen=listen)
+        _reload_on_sighup(runtime, args.config)
         await run_forever(runtime, _stop_on_signal())
 
     try:

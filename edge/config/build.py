@@ -23,8 +23,14 @@ from edge.config import defaults as d
 from edge.config import values
 from edge.config.errors import ConfigError
 from edge.config.schema import (
+    AnycastPrefix,
+    AnycastSettings,
+    BackendSettings,
     Band,
+    BgpSession,
+    BusSettings,
     Config,
+    DampingSettings,
     DnsSettings,
     Endpoint,
     GuardSettings,
@@ -37,7 +43,10 @@ from edge.config.schema import (
     Pool,
     Service,
     Site,
+    SpeakerSettings,
     Thresholds,
+    TsigSettings,
+    ViewSettings,
     Zone,
 )
 from edge.config.yamltree import Obj, Val
@@ -118,6 +127,8 @@ class Builder:
             self.ref(site_names, node_obj.fields["site"])
         health = self.health(root.obj("health"))
         link_names = self.names(root, "links", "link")
+        self.speakers = self.names(root.obj("anycast"), "speakers", "speaker")
+        self.local_as = root.obj("anycast").get("local_as")
         links = tuple(self.link(v.value, health.thresholds) for v in root.vals("links"))
         line_names = self.names(root, "lines", "line")
         lines = {str(v.value.get("name")): self.line(v.value) for v in root.vals("lines")}
@@ -142,10 +153,81 @@ class Builder:
                                         list(zone_names.known) if zone_names.complete else None)
                            for v in root.vals("services")),
             policies=self.policies(root, service_names, segment_names),
-            guard=GuardSettings(freeze=root.obj("guard").get("freeze"),
-                                fail_open=root.obj("guard").get("fail_open")),
+            guard=self.guard(root.obj("guard")),
             dns=self.dns(root.obj("dns")),
+            bus=self.bus(root.obj("bus")),
+            anycast=self.anycast(root.obj("anycast"), links, link_names, site_names),
+            backends=self.backends(root, segment_names, zone_names),
         )
+
+    def backends(self, root: Obj, segments: Names,
+                 zones: Names) -> tuple[BackendSettings, ...]:
+        self.names(root, "backends", "backend")
+        out = []
+        for val in root.vals("backends"):
+            o: Obj = val.value
+            self.refs(zones, o.vals("zones"))
+            views = []
+            for vval in o.vals("views"):
+                v: Obj = vval.value
+                if v.has("segment") and v.get("segment") != DEFAULT_SEGMENT:
+                    self.ref(segments, v.fields["segment"])
+                views.append(ViewSettings(segment=v.get("segment"), tsig=self.tsig(v),
+                                          name=v.get("name")))
+            if o.get("kind") == "powerdns" and o.has("api_key") == o.has("api_key_file"):
+                self.error(o.line, o.path, "expected exactly one of api_key and api_key_file",
+                           "give the PowerDNS API key inline or in a file")
+            out.append(BackendSettings(
+                name=o.get("name"), kind=o.get("kind"),
+                zones=tuple(v.value for v in o.vals("zones")), answers=o.get("answers"),
+                timeout_s=float(o.get("timeout")), reconcile_s=float(o.get("reconcile")),
+                server=o.get("server"),
+                tsig=self.tsig(o), views=tuple(views), url=o.get("url"),
+                api_key=o.get("api_key"), api_key_file=o.get("api_key_file"),
+                server_id=o.get("server_id"), create_zones=o.get("create_zones"),
+                lua=o.get("lua"), path=o.get("path"), reload=o.get("reload")))
+        return tuple(out)
+
+    def tsig(self, parent: Obj) -> TsigSettings | None:
+        if not parent.has("tsig"):
+            return None
+        t = parent.obj("tsig")
+        if t.has("secret") == t.has("secret_file"):
+            self.error(t.line, t.path, "expected exactly one of secret and secret_file",
+                       "give the base64 secret inline or the file that holds it")
+        return TsigSettings(name=t.get("name"), algorithm=t.get("algorithm"),
+                            secret=t.get("secret"), secret_file=t.get("secret_file"))
+
+    def bus(self, o: Obj) -> BusSettings:
+        redis_keys = [k for k in o.fields if k != "kind"]
+        if not o.has("kind") and redis_keys:
+            self.error(o.line_of(redis_keys[0]), o.path_of(redis_keys[0]),
+                       f"`{redis_keys[0]}` is a Redis setting but bus.kind is memory (the "
+                       "default)", "add `kind: redis`")
+        if o.has("sentinels") + o.has("cluster") + o.has("url") > 1:
+            self.error(o.line, o.path, "expected at most one of url, sentinels and cluster",
+                       "keep the one that says how this Redis is deployed")
+        if o.has("password") and o.has("password_env"):
+            self.error(o.line_of("password"), o.path_of("password"),
+                       "expected either password or password_env, found both",
+                       "keep password_env")
+        tls = o.obj("tls")
+        url = o.get("url", d.BUS_REDIS_URL)
+        return BusSettings(
+            kind=o.get("kind"), url=url,
+            sentinels=tuple(v.value for v in o.vals("sentinels")),
+            master=o.get("master", d.BUS_SENTINEL_MASTER),
+            cluster=tuple(v.value for v in o.vals("cluster")),
+            username=o.get("username"), password=o.get("password"),
+            password_env=o.get("password_env"),
+            tls=o.has("tls") or str(url).startswith("rediss://"),
+            tls_ca_file=tls.get("ca_file"), tls_cert_file=tls.get("cert_file"),
+            tls_key_file=tls.get("key_file"), tls_verify=tls.get("verify", d.BUS_TLS_VERIFY),
+            stream=o.get("stream", d.BUS_STREAM), maxlen=o.get("maxlen", d.BUS_MAXLEN),
+            group=o.get("group"), prefix=o.get("prefix", d.BUS_PREFIX),
+            buffer=o.get("buffer", d.BUS_BUFFER),
+            lease_s=float(o.get("lease", d.BUS_LEASE_S)),
+            history=o.get("history", d.BUS_HISTORY))
 
     @staticmethod
     def dns(o: Obj) -> DnsSettings:
@@ -159,11 +241,29 @@ class Builder:
         return Site(o.get("name"), location=location, region=o.get("region"))
 
     def health(self, o: Obj) -> HealthSettings:
+        dmp = o.obj("damping")
+        if dmp.ok("reuse") and dmp.ok("suppress") and dmp.get("reuse") >= dmp.get("suppress"):
+            self.error(dmp.line_of("reuse"), dmp.path_of("reuse"),
+                       "damping.reuse must be below damping.suppress",
+                       "set reuse < suppress (BGP uses 750 and 2000)")
         return HealthSettings(
             window=o.get("window"), rise=o.get("rise"), fall=o.get("fall"),
             hold_down_s=float(o.get("hold_down")), stale_after_s=float(o.get("stale_after")),
             quorum=o.get("quorum"), degraded_weight=float(o.get("degraded_weight")),
-            thresholds=self.thresholds(o.obj("thresholds"), DEFAULT_THRESHOLDS))
+            thresholds=self.thresholds(o.obj("thresholds"), DEFAULT_THRESHOLDS),
+            stale_grace_s=float(o.get("stale_grace")),
+            fast_probe_factor=float(o.get("fast_probe_factor")),
+            damping=DampingSettings(
+                penalty=float(dmp.get("penalty")), suppress=float(dmp.get("suppress")),
+                reuse=float(dmp.get("reuse")), half_life_s=float(dmp.get("half_life")),
+                max_suppress_s=float(dmp.get("max_suppress"))))
+
+    @staticmethod
+    def guard(o: Obj) -> GuardSettings:
+        return GuardSettings(
+            freeze=o.get("freeze"), fail_open=o.get("fail_open"),
+            max_shift=float(o.get("max_shift")), max_demotions=o.get("max_demotions"),
+            demotion_window_s=float(o.get("demotion_window")), state_dir=o.get("state_dir"))
 
     def thresholds(self, o: Obj, base: Thresholds) -> Thresholds:
         """``o`` merged key by key over ``base``; reports a degraded band above the down band."""
@@ -206,7 +306,78 @@ class Builder:
         return Link(name=name, carrier=o.get("carrier") or name, priority=o.get("priority"),
                     weight=float(o.get("weight")), answers_v4=v4, answers_v6=v6,
                     thresholds=self.thresholds(o.obj("thresholds"), base),
-                    source=o.get("source"), fwmark=o.get("fwmark"), device=o.get("device"))
+                    source=o.get("source"), fwmark=o.get("fwmark"), device=o.get("device"),
+                    bgp=self.bgp(o.obj("bgp")) if o.has("bgp") else None)
+
+    def bgp(self, o: Obj) -> BgpSession:
+        """A link's BGP session; ``local_as`` and ``speaker`` default from ``anycast``."""
+        local_as = o.get("local_as", self.local_as)
+        if local_as is None and o.ok("local_as"):
+            self.error(o.line, o.path, "no local AS for this BGP session",
+                       "set bgp.local_as here or anycast.local_as")
+        speaker = o.get("speaker")
+        if o.has("speaker"):
+            self.ref(self.speakers, o.fields["speaker"])
+        elif self.speakers.known:
+            speaker = next(iter(self.speakers.known))
+        return BgpSession(peer=o.get("peer"), peer_as=o.get("peer_as"),
+                          local_as=local_as or 0, speaker=speaker or "",
+                          local_address=o.get("local_address"), peer_port=o.get("peer_port"),
+                          hold_time=o.get("hold_time"), multihop=o.get("multihop"),
+                          local_port=o.get("local_port"), next_hop_v6=o.get("next_hop_v6"),
+                          communities=tuple(v.value for v in o.vals("communities")),
+                          large_communities=tuple(v.value for v in o.vals("large_communities")))
+
+    def anycast(self, o: Obj, links: tuple[Link, ...], link_names: Names,
+                site_names: Names) -> AnycastSettings:
+        with_bgp = tuple(lk.name for lk in links if lk.bgp is not None)
+        self.names(o, "prefixes", "anycast prefix", name_key="prefix",
+                   fix="merge the two entries into one")
+        prefixes = []
+        for val in o.vals("prefixes"):
+            p: Obj = val.value
+            sessions = self.refs(link_names, p.vals("sessions")) if p.has("sessions") \
+                else with_bgp
+            for sval in p.vals("sessions"):
+                if sval.value in link_names and sval.value not in with_bgp:
+                    self.error(sval.line, sval.path, f"link `{sval.value}` has no bgp "
+                               "session, so it cannot announce a prefix",
+                               f"add a bgp section to link {sval.value}, or remove it here")
+            links_by_name = {lk.name: lk for lk in links}
+            for name in sessions if ":" in (p.get("prefix") or "") else ():
+                bgp = links_by_name[name].bgp if name in links_by_name else None
+                if bgp is not None and ":" not in bgp.peer and bgp.next_hop_v6 is None:
+                    self.error(p.line_of("prefix"), p.path_of("prefix"), f"IPv6 prefix over "
+                               f"the IPv4 BGP session of link `{name}` needs a next hop",
+                               f"set links[{name}].bgp.next_hop_v6 to our IPv6 address on it")
+            if p.has("prefix") and p.complete("sessions") and not sessions:
+                self.error(p.line_of("prefix"), p.path_of("prefix"), "no BGP session "
+                           "announces this prefix", "give links a bgp section, or list "
+                           "sessions")
+            prefixes.append(AnycastPrefix(
+                prefix=p.get("prefix"), sessions=sessions,
+                announced_by=self.refs(site_names, p.vals("announced_by")),
+                communities=tuple(v.value for v in p.vals("communities")),
+                large_communities=tuple(v.value for v in p.vals("large_communities"))))
+        speakers = tuple(SpeakerSettings(
+            name=s.get("name"), kind=s.get("kind"),
+            min_interval_s=float(s.get("min_interval")), timeout_s=float(s.get("timeout")),
+            command=s.get("command") or "exabgp", router_id=s.get("router_id"),
+            socket=s.get("socket"), include=s.get("include"),
+            birdc=s.get("birdc") or "birdc")
+            for s in (v.value for v in o.vals("speakers")))
+        degraded_med = o.get("degraded_med")
+        return AnycastSettings(
+            prefixes=tuple(prefixes), speakers=speakers, local_as=o.get("local_as"),
+            prepend_by_tier=tuple(v.value for v in o.vals("prepend_by_tier"))
+            if o.has("prepend_by_tier") else d.ANYCAST_PREPEND_BY_TIER,
+            med=o.get("med"), degraded_med=degraded_med,
+            degraded_prepend=o.get("degraded_prepend"),
+            communities=tuple(v.value for v in o.vals("communities")),
+            large_communities=tuple(v.value for v in o.vals("large_communities")),
+            degraded_communities=tuple(v.value for v in o.vals("degraded_communities")),
+            withdraw_when_site_unhealthy=o.get("withdraw_when_site_unhealthy"),
+            drained_action=o.get("drained_action"), drain_wait_s=float(o.get("drain_wait")))
 
     def target(self, o: Obj, link_names: Names) -> TargetSpec | None:
         kind, interval, timeout = o.get("kind"), o.get("interval"), o.get("timeout")
@@ -296,6 +467,15 @@ class Builder:
         self.names(o, "pools", "pool")
         pools = tuple(self.pool(v.value, links, link_names, apex=name == zone)
                       for v in o.vals("pools"))
+        names = {p.name for p in pools}
+        for v, p in zip(o.vals("pools"), pools, strict=True):
+            po: Obj = v.value
+            if p.all_down == "fallback" and (p.fallback is None or p.fallback not in names
+                                             or p.fallback == p.name):
+                self.error(po.line_of("fallback"), po.path_of("fallback"),
+                           f"all_down: fallback needs `fallback` naming another pool of the "
+                           f"service (pools: {', '.join(sorted(names))})",
+                           "name the pool to serve when every candidate is down")
         return Service(name=name, zone=zone, ttl=ttl, failover_ttl=failover_ttl,
                        max_answers=o.get("max_answers"),
                        failover_threshold=float(o.get("failover_threshold")), pools=pools)
@@ -321,7 +501,8 @@ class Builder:
     def pool(self, o: Obj, links: dict[str, Link], link_names: Names, apex: bool) -> Pool:
         endpoints = tuple(self.endpoint(v.value, links, link_names, apex)
                           for v in o.vals("endpoints"))
-        return Pool(name=o.get("name"), endpoints=endpoints, tier=o.get("tier"))
+        return Pool(name=o.get("name"), endpoints=endpoints, tier=o.get("tier"),
+                    all_down=o.get("all_down"), fallback=o.get("fallback"))
 
     def endpoint(self, o: Obj, links: dict[str, Link], link_names: Names,
                  apex: bool) -> Endpoint:

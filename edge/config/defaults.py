@@ -23,6 +23,14 @@ HEALTH_HOLD_DOWN_S: Final = 10.0  # a link stays out this long after going down
 HEALTH_STALE_AFTER_S: Final = 5.0  # no data for this long -> unknown
 HEALTH_QUORUM: Final = "majority"
 HEALTH_DEGRADED_WEIGHT: Final = 0.5  # weight factor of a degraded link
+HEALTH_STALE_GRACE_S: Final = 5.0  # a link whose paths all went stale keeps its state this long
+HEALTH_FAST_PROBE_FACTOR: Final = 4.0  # probe this much faster while a path changes state
+# flap damping (BGP-style): penalty per flap, suppress / reuse thresholds, half-life
+DAMPING_PENALTY: Final = 1000.0
+DAMPING_SUPPRESS: Final = 2500.0
+DAMPING_REUSE: Final = 750.0
+DAMPING_HALF_LIFE_S: Final = 120.0
+DAMPING_MAX_SUPPRESS_S: Final = 900.0
 
 # Quality bands: a link is DEGRADED / DOWN when any set bound is exceeded.
 DEGRADED_LOSS: Final = 0.02
@@ -72,6 +80,36 @@ SERVICE_FAILOVER_THRESHOLD: Final = 0.5
 # guard -------------------------------------------------------------------------------------
 GUARD_FREEZE: Final = False
 GUARD_FAIL_OPEN: Final = True
+GUARD_MAX_SHIFT: Final = 0.5  # share of an answer set's weight that may move per step
+GUARD_MAX_DEMOTIONS: Final = 0  # links demoted automatically per window; 0 = no limit
+GUARD_DEMOTION_WINDOW_S: Final = 300.0
 
 # dns ---------------------------------------------------------------------------------------
 DNS_LISTEN: Final = ("127.0.0.1:5353",)
+
+# anycast -----------------------------------------------------------------------------------
+BGP_PORT: Final = 179
+BGP_HOLD_TIME: Final = 90
+ANYCAST_PREPEND_BY_TIER: Final = (0, 2, 4)  # extra local-AS copies: tier 1, 2, 3 and beyond
+ANYCAST_DEGRADED_MED: Final = 1000  # MED of a degraded link's announcements
+ANYCAST_DEGRADED_PREPEND: Final = 2  # extra prepends on a degraded link
+ANYCAST_WITHDRAW_WHEN_SITE_UNHEALTHY: Final = True
+ANYCAST_DRAINED_ACTION: Final = "withdraw"
+ANYCAST_DRAIN_WAIT_S: Final = 0.0  # seconds between withdrawing and letting the service go
+SPEAKER_MIN_INTERVAL_S: Final = 0.0  # per session, between two changes
+SPEAKER_TIMEOUT_S: Final = 5.0
+# bgp.local_as: anycast.local_as; bgp.speaker: the first speaker; prefix sessions: every
+# link with a bgp session.
+
+# bus ---------------------------------------------------------------------------------------
+BUS_KIND: Final = "memory"  # memory (one process) | redis (many nodes)
+BUS_REDIS_URL: Final = "redis://127.0.0.1:6379/0"  # used when neither sentinels nor cluster
+BUS_SENTINEL_MASTER: Final = "mymaster"
+BUS_STREAM: Final = "edgesteer:measurements"
+BUS_MAXLEN: Final = 100_000  # stream entries (each a batch of measurements), trimmed with ~
+BUS_PREFIX: Final = "edgesteer"  # coordination keys are {prefix}:... (one Cluster slot)
+BUS_BUFFER: Final = 100_000  # measurements an agent keeps while Redis is away
+BUS_LEASE_S: Final = 5.0  # leader lease; a standby takes over within about this
+BUS_HISTORY: Final = 1000  # config versions and applied plans kept, each
+BUS_TLS_VERIFY: Final = True
+# bus.group: engine-<node.name>, so that every engine sees every measurement.

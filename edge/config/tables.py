@@ -108,6 +108,21 @@ SITE = _section("site", "A site (data centre or PoP).", {
     "location": Field(LOCATION, "latitude / longitude"),
 })
 
+DAMPING = _section("damping", "Flap damping: every change of a link between serving and not "
+                   "serving adds a penalty that halves every half_life; at suppress the link "
+                   "is held down until the penalty decays below reuse.", {
+    "penalty": Field(Scalar("number", minimum=0), "penalty per flap; 0 disables damping",
+                     default=d.DAMPING_PENALTY),
+    "suppress": Field(Scalar("number", exclusive_minimum=0), "suppress at this penalty",
+                      default=d.DAMPING_SUPPRESS),
+    "reuse": Field(Scalar("number", exclusive_minimum=0), "reuse below this penalty",
+                   default=d.DAMPING_REUSE),
+    "half_life": Field(Scalar("number", exclusive_minimum=0), "seconds",
+                       default=d.DAMPING_HALF_LIFE_S),
+    "max_suppress": Field(Scalar("number", exclusive_minimum=0),
+                          "longest suppression, seconds", default=d.DAMPING_MAX_SUPPRESS_S),
+})
+
 HEALTH = _section("health", "How measurements turn into link states.", {
     "window": Field(Scalar("integer", minimum=2, maximum=10000),
                     "samples in the sliding window", default=d.HEALTH_WINDOW),
@@ -125,11 +140,44 @@ HEALTH = _section("health", "How measurements turn into link states.", {
     "degraded_weight": Field(RATIO, "weight factor of a degraded link, 0 < x <= 1",
                              default=d.HEALTH_DEGRADED_WEIGHT),
     "thresholds": Field(_thresholds(inherit=False), "default quality bands of every link"),
+    "stale_grace": Field(Scalar("number", minimum=0),
+                         "seconds a link whose paths all went stale keeps its last state",
+                         default=d.HEALTH_STALE_GRACE_S),
+    "fast_probe_factor": Field(Scalar("number", minimum=1),
+                               "probe a path this many times faster while it is falling or "
+                               "rising (1 = never faster)", default=d.HEALTH_FAST_PROBE_FACTOR),
+    "damping": Field(DAMPING, "flap damping of link states (BGP-style)"),
 })
 
 ANSWERS = _section("answers", "The VIPs users reach over this link; at least one address.", {
     "v4": Field(ListOf(IPV4, what="a list of IPv4 addresses"), "IPv4 addresses", default=()),
     "v6": Field(ListOf(IPV6, what="a list of IPv6 addresses"), "IPv6 addresses", default=()),
+})
+
+COMMUNITY = Scalar("string", convert=values.community, what="a BGP community ASN:VALUE")
+LARGE_COMMUNITY = Scalar("string", convert=values.large_community,
+                         what="a BGP large community A:B:C")
+COMMUNITIES = ListOf(COMMUNITY, what="a list of BGP communities")
+LARGE_COMMUNITIES = ListOf(LARGE_COMMUNITY, what="a list of BGP large communities")
+
+BGP = _section("bgp", "The BGP session over this link that announces anycast prefixes.", {
+    "peer": Field(IP, "the peer's address", required=True),
+    "peer_as": Field(ASN, "the peer's AS number", required=True),
+    "local_as": Field(ASN, "our AS number on this session; default: anycast.local_as"),
+    "local_address": Field(IP, "our address on this session (source of the TCP connection)"),
+    "peer_port": Field(PORT, "the peer's BGP port", default=d.BGP_PORT),
+    "local_port": Field(PORT, "our BGP listening port (bird); default: the speaker's (179)"),
+    "next_hop_v6": Field(IPV6, "next hop of IPv6 prefixes when the session is over IPv4 "
+                         "(required then)"),
+    "speaker": Field(NAME, "the anycast speaker that runs it; default: the first one"),
+    "hold_time": Field(Scalar("integer", minimum=3, maximum=65535), "BGP hold time, seconds "
+                       "(keepalive: a third of it)", default=d.BGP_HOLD_TIME),
+    "multihop": Field(BOOL, "the peer is not on a directly connected network",
+                      default=False),
+    "communities": Field(COMMUNITIES, "added to every announcement on this session",
+                         default=()),
+    "large_communities": Field(LARGE_COMMUNITIES,
+                               "added to every announcement on this session", default=()),
 })
 
 LINK = _section("link", "An upstream of this node (carrier or exchange).", {
@@ -143,6 +191,7 @@ LINK = _section("link", "An upstream of this node (carrier or exchange).", {
     "answers": Field(ANSWERS, "the VIPs users reach over this link", required=True),
     "thresholds": Field(_thresholds(inherit=True),
                         "per-link override of health.thresholds, merged key by key"),
+    "bgp": Field(BGP, "BGP session for anycast announcements over this link"),
 })
 
 _HTTP, _DNS = ("http",), ("dns",)
@@ -232,6 +281,12 @@ ENDPOINT = _section("endpoint", "An answer bound to a link.", {
 POOL = _section("pool", "Endpoints served together.", {
     "name": Field(NAME, "pool name, unique within the service", required=True),
     "tier": Field(TIER, "1..9; overrides the links' priority"),
+    "all_down": Field(Scalar("string", enum=("fail_open", "fallback", "fail_closed")),
+                      "when none of a rule's candidates can serve (the rule's first pool "
+                      "decides): fail_open serves them all, flagged; fallback serves the "
+                      "pool named in `fallback`; fail_closed answers NODATA",
+                      default="fail_open"),
+    "fallback": Field(NAME, "the pool served when all are down (all_down: fallback)"),
     "endpoints": Field(ListOf(ENDPOINT, min_items=1, what="a list of endpoints"),
                        "the pool's endpoints, at least one", required=True),
 })
@@ -268,6 +323,16 @@ GUARD = _section("guard", "Safety rails between plan and apply.", {
     "freeze": Field(BOOL, "keep the current plan", default=d.GUARD_FREEZE),
     "fail_open": Field(BOOL, "serve every endpoint when all are down",
                        default=d.GUARD_FAIL_OPEN),
+    "max_shift": Field(RATIO, "share of an answer set's weight that may move per step "
+                       "(a ramp); a hard-down link leaves at once", default=d.GUARD_MAX_SHIFT),
+    "max_demotions": Field(Scalar("integer", minimum=0),
+                           "links taken out automatically per demotion_window; more waits "
+                           "for an operator (0 = no limit)", default=d.GUARD_MAX_DEMOTIONS),
+    "demotion_window": Field(Scalar("number", exclusive_minimum=0), "seconds",
+                             default=d.GUARD_DEMOTION_WINDOW_S),
+    "state_dir": Field(TEXT, "directory where link states, the last applied plan and "
+                       "operator overrides survive restarts (relative: to the config file); "
+                       "unset: nothing persisted"),
 })
 
 DNS = _section("dns", "The built-in DNS server.", {
@@ -276,6 +341,166 @@ DNS = _section("dns", "The built-in DNS server.", {
                     "addresses to listen on; port 0 = any free port",
                     default=d.DNS_LISTEN),
 })
+
+TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1",
+                   "hmac-md5")
+TSIG = _section("tsig", "A TSIG key (RFC 8945); give secret or secret_file.", {
+    "name": Field(DNS_NAME, "key name, as in the server's config", required=True),
+    "algorithm": Field(Scalar("string", enum=TSIG_ALGORITHMS), "HMAC algorithm",
+                       default="hmac-sha256"),
+    "secret": Field(Scalar("string", pattern=r"[A-Za-z0-9+/]+={0,2}", what="base64 text"),
+                    "the shared secret, base64"),
+    "secret_file": Field(TEXT, "file holding the base64 secret (or a BIND/Knot key file)"),
+})
+
+VIEW = _section("view", "A BIND view that serves one segment.", {
+    "segment": Field(NAME, "a segment name or `default`", required=True),
+    "tsig": Field(TSIG, "the key that reaches this view (match-clients) for updates"),
+    "name": Field(NAME, "the view's name; default: the segment's"),
+})
+
+_R, _P, _Z = ("rfc2136",), ("powerdns",), ("zonefile",)
+BACKEND = _section("backend", "An external DNS server the plan is pushed into.", {
+    "name": Field(NAME, "unique backend name", required=True),
+    "kind": Field(Scalar("string", enum=("rfc2136", "powerdns", "zonefile")),
+                  "rfc2136 (BIND, Knot), powerdns (HTTP API) or zonefile", required=True),
+    "zones": Field(ListOf(DNS_NAME, what="a list of DNS names"),
+                   "zones to manage; default: every zone holding a service", default=()),
+    "answers": Field(Scalar("string", enum=("all", "top")),
+                     "all: every answer of the serving tier; top: the max_answers heaviest",
+                     default="all"),
+    "timeout": Field(Scalar("number", exclusive_minimum=0, maximum=300),
+                     "seconds per request", default=2.0),
+    "reconcile": Field(Scalar("number", minimum=1, maximum=86400),
+                       "seconds between reconcile passes of the daemon (drift repair)",
+                       default=30.0),
+    "server": Field(Scalar("string", convert=values.listen, what="HOST:PORT"),
+                    "the primary server, HOST:PORT", kinds=_R, required_kinds=_R),
+    "tsig": Field(TSIG, "the TSIG key of updates and transfers", kinds=_R),
+    "views": Field(ListOf(VIEW, what="a list of views"),
+                   "BIND views, one per segment, in match order", default=(),
+                   kinds=_R + _Z),
+    "url": Field(Scalar("string", pattern=r"https?://.+", what="an http(s) URL"),
+                 "API base URL, e.g. http://127.0.0.1:8081", kinds=_P, required_kinds=_P),
+    "api_key": Field(TEXT, "X-API-Key", kinds=_P),
+    "api_key_file": Field(TEXT, "file holding the API key", kinds=_P),
+    "server_id": Field(TEXT, "PowerDNS server id", default="localhost", kinds=_P),
+    "create_zones": Field(BOOL, "create missing zones", default=False, kinds=_P),
+    "lua": Field(BOOL, "LUA records (weights and CIDR segments; needs enable-lua-records)",
+                 default=False, kinds=_P),
+    "path": Field(TEXT, "zone file path; {zone} and {view} are replaced",
+                  kinds=_Z, required_kinds=_Z),
+    "reload": Field(TEXT, "command run after a write; {zone} and {path} are replaced",
+                    kinds=_Z),
+}, discriminator="kind")
+
+_EXA, _BIRD = ("exabgp",), ("bird",)
+SPEAKER = _section("speaker", "A BGP speaker driven by this node.", {
+    "name": Field(NAME, "unique speaker name", required=True),
+    "kind": Field(Scalar("string", enum=("exabgp", "bird")),
+                  "exabgp (edgesteer runs it, as its API process) or bird (BIRD 2: include "
+                  "file + birdc configure)", required=True),
+    "min_interval": Field(Scalar("number", minimum=0, maximum=3600),
+                          "seconds between two changes of one session (rate limit)",
+                          default=d.SPEAKER_MIN_INTERVAL_S),
+    "timeout": Field(Scalar("number", exclusive_minimum=0, maximum=300),
+                     "seconds to wait for the speaker to confirm a change",
+                     default=d.SPEAKER_TIMEOUT_S),
+    "command": Field(TEXT, "the exabgp executable", default="exabgp", kinds=_EXA),
+    "router_id": Field(IPV4, "BGP router id; default: the first IPv4 local_address",
+                       kinds=_EXA),
+    "socket": Field(TEXT, "BIRD control socket", kinds=_BIRD, required_kinds=_BIRD),
+    "include": Field(TEXT, "the file edgesteer writes, included by bird.conf",
+                     kinds=_BIRD, required_kinds=_BIRD),
+    "birdc": Field(TEXT, "the birdc executable", default="birdc", kinds=_BIRD),
+}, discriminator="kind")
+
+PREFIX = _section("prefix", "An anycast prefix announced over BGP sessions.", {
+    "prefix": Field(CIDR, "the prefix, e.g. 192.0.2.0/24", required=True),
+    "sessions": Field(_names("link"), "links whose BGP session announces it; default: every "
+                      "link with bgp"),
+    "announced_by": Field(_names("site"), "other sites announcing it too (so it may be "
+                          "withdrawn here when this site is unhealthy)", default=()),
+    "communities": Field(COMMUNITIES, "added to this prefix's announcements", default=()),
+    "large_communities": Field(LARGE_COMMUNITIES, "added to this prefix's announcements",
+                               default=()),
+})
+
+ANYCAST = _section("anycast", "Anycast preferences over BGP, from link health and tiers.", {
+    "local_as": Field(ASN, "our AS number (default of every link's bgp.local_as)"),
+    "prefixes": Field(ListOf(PREFIX, what="a list of prefixes"), "anycast prefixes",
+                      default=()),
+    "speakers": Field(ListOf(SPEAKER, what="a list of speakers"), "BGP speakers", default=()),
+    "prepend_by_tier": Field(ListOf(Scalar("integer", minimum=0, maximum=16), min_items=1,
+                                    what="a list of prepend counts"),
+                             "extra AS-path prepends of tier 1, 2, ...; the last one for "
+                             "higher tiers", default=d.ANYCAST_PREPEND_BY_TIER),
+    "med": Field(Scalar("integer", minimum=0, maximum=4294967295),
+                 "MED of a healthy session's announcements; default: none"),
+    "degraded_med": Field(Scalar("integer", minimum=0, maximum=4294967295),
+                          "MED of a degraded (or falling) link's announcements",
+                          default=d.ANYCAST_DEGRADED_MED, nullable=True),
+    "degraded_prepend": Field(Scalar("integer", minimum=0, maximum=16),
+                              "extra prepends on a degraded (or falling) link",
+                              default=d.ANYCAST_DEGRADED_PREPEND),
+    "communities": Field(COMMUNITIES, "added to every announcement", default=()),
+    "large_communities": Field(LARGE_COMMUNITIES, "added to every announcement", default=()),
+    "degraded_communities": Field(COMMUNITIES, "added while a link is degraded", default=()),
+    "withdraw_when_site_unhealthy": Field(
+        BOOL, "withdraw from every session when no link is healthy, if another site "
+        "(announced_by) announces the prefix", default=d.ANYCAST_WITHDRAW_WHEN_SITE_UNHEALTHY),
+    "drained_action": Field(Scalar("string", enum=("withdraw", "prepend")),
+                            "what a drained link (weight 0) does",
+                            default=d.ANYCAST_DRAINED_ACTION),
+    "drain_wait": Field(Scalar("number", minimum=0, maximum=3600),
+                        "seconds between withdrawing and stopping the service on drain or "
+                        "shutdown", default=d.ANYCAST_DRAIN_WAIT_S),
+})
+
+_REDIS = ("redis",)
+HOST_PORT = Scalar("string", convert=values.host_port, what="HOST:PORT")
+BUS_TLS = _section("tls", "TLS to Redis (also on with a rediss:// url).", {
+    "ca_file": Field(TEXT, "CA certificates (PEM) that sign the server's certificate"),
+    "cert_file": Field(TEXT, "client certificate (PEM), when the server asks for one"),
+    "key_file": Field(TEXT, "the client certificate's key (PEM)"),
+    "verify": Field(BOOL, "check the server's certificate and name", default=d.BUS_TLS_VERIFY),
+})
+BUS = _section("bus", "How measurements reach the engines, and where engines coordinate.", {
+    "kind": Field(Scalar("string", enum=("memory", "redis")),
+                  "memory: one process (default); redis: Redis Streams, many nodes",
+                  default=d.BUS_KIND),
+    "url": Field(Scalar("string", pattern=r"(redis|rediss|unix)://.+",
+                        what="a redis://, rediss:// or unix:// URL"),
+                 f"a single Redis; default {d.BUS_REDIS_URL}", kinds=_REDIS),
+    "sentinels": Field(ListOf(HOST_PORT, min_items=1, what="a list of HOST:PORT"),
+                       "Redis Sentinels to ask for the master", kinds=_REDIS),
+    "master": Field(TEXT, "the Sentinel service name", default=d.BUS_SENTINEL_MASTER,
+                    kinds=_REDIS),
+    "cluster": Field(ListOf(HOST_PORT, min_items=1, what="a list of HOST:PORT"),
+                     "Redis Cluster startup nodes", kinds=_REDIS),
+    "username": Field(TEXT, "ACL user (AUTH username password)", kinds=_REDIS),
+    "password": Field(TEXT, "password; prefer password_env", kinds=_REDIS),
+    "password_env": Field(Scalar("string", pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+                                 what="an environment variable name"),
+                          "environment variable holding the password", kinds=_REDIS),
+    "tls": Field(BUS_TLS, "TLS settings; the section turns TLS on", kinds=_REDIS),
+    "stream": Field(TEXT, "the measurement stream's key", default=d.BUS_STREAM, kinds=_REDIS),
+    "maxlen": Field(Scalar("integer", minimum=1), "stream entries kept (approximate, ~)",
+                    default=d.BUS_MAXLEN, kinds=_REDIS),
+    "group": Field(NAME, "consumer group of this engine; default engine-<node name>",
+                   kinds=_REDIS),
+    "prefix": Field(Scalar("string", pattern=r"[A-Za-z0-9_.:-]{1,64}",
+                           what="letters, digits and _ . : -"),
+                    "coordination keys are {prefix}:...", default=d.BUS_PREFIX, kinds=_REDIS),
+    "buffer": Field(Scalar("integer", minimum=1), "measurements an agent buffers while Redis "
+                    "is away (oldest dropped first)", default=d.BUS_BUFFER, kinds=_REDIS),
+    "lease": Field(Scalar("number", minimum=1, maximum=300),
+                   "leader lease, seconds: a standby takes over about this long after the "
+                   "leader dies", default=d.BUS_LEASE_S, kinds=_REDIS),
+    "history": Field(Scalar("integer", minimum=1, maximum=1000000),
+                     "config versions and applied plans kept in Redis, each",
+                     default=d.BUS_HISTORY, kinds=_REDIS),
+}, discriminator="kind")
 
 ROOT = _section("config", "edgesteer configuration (version 1).", {
     "version": Field(Scalar("integer", enum=(d.CONFIG_VERSION,)), "must be 1", required=True),
@@ -296,4 +521,8 @@ ROOT = _section("config", "edgesteer configuration (version 1).", {
                       default=()),
     "guard": Field(GUARD, "safety rails"),
     "dns": Field(DNS, "built-in DNS server"),
+    "bus": Field(BUS, "measurement bus and engine coordination (Redis for many nodes)"),
+    "anycast": Field(ANYCAST, "anycast prefixes, BGP speakers and preferences"),
+    "backends": Field(ListOf(BACKEND, what="a list of backends"),
+                      "external DNS servers to push the plan into", default=()),
 })

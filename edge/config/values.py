@@ -158,3 +158,35 @@ def listen(text: str) -> tuple[str, int]:
 
 def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def community(text: str) -> str:
+    """A standard BGP community ``ASN:VALUE``, both 0..65535 (RFC 1997)."""
+    parts = str(text).strip().split(":")
+    if len(parts) != 2 or not all(re.fullmatch("[0-9]{1,10}", p) and int(p) <= 65535
+                                  for p in parts):
+        raise Invalid(f"expected a BGP community ASN:VALUE (each 0..65535), found {_q(text)}",
+                      "e.g. 64500:100; a 32-bit ASN needs a large community A:B:C")
+    return f"{int(parts[0])}:{int(parts[1])}"
+
+
+def large_community(text: str) -> str:
+    """A BGP large community ``A:B:C``, each 0..4294967295 (RFC 8092)."""
+    parts = str(text).strip().split(":")
+    if len(parts) != 3 or not all(re.fullmatch("[0-9]{1,10}", p) and int(p) <= 4294967295
+                                  for p in parts):
+        raise Invalid(f"expected a BGP large community A:B:C (each 0..4294967295), "
+                      f"found {_q(text)}", "e.g. 4200000000:1:2")
+    return ":".join(str(int(p)) for p in parts)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` where host is an IP address or a host name; port 1..65535."""
+    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]+):(\d+)", str(text).strip())
+    if m is None:
+        raise Invalid(f"expected HOST:PORT, found {_q(str(text))}", "e.g. 10.0.0.5:26379")
+    addr, port_text = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise Invalid(f"expected a port from 1 to 65535, found {port} in {_q(str(text))}")
+    return host(addr), port

@@ -25,12 +25,39 @@ States and moves (``rise``/``fall`` from HealthSettings):
 Hysteresis: a band is entered at its bound and left only below bound x ``recover_ratio``.
 The down band uses the exit bound while the path is DOWN or RISING; the degraded band
 while it is DEGRADED, DOWN or RISING (a link coming back from down must be clean to be UP).
+
+Evidence (why one spike never flips a decision): the agent publishes one Measurement per
+probe over a *sliding* window, so one lost probe or one slow rtt stays in ``window``
+consecutive measurements, and ``fall`` would count the same sample ``fall`` times. With a
+10-sample window one lost probe is 10 % loss and the nearest-rank p95 is the max, i.e. one
+sample. So a figure may condemn a window against an *enter* bound only when at least
+``MIN_EVIDENCE`` distinct samples in the window are over it:
+
+* loss: the lost samples, ``sent - received``;
+* rtt p95: the samples known to be at or over the bound from the order statistics the
+  window reports (nearest rank: a p-th percentile of n rtts has ``n - ceil(p n) + 1``
+  samples at or above it). With fewer than 20 samples the p95 rests on one sample, so in
+  practice the band is then judged on the p50 (half the window); use ``window >= 20`` for a
+  p95 that can trigger on its own;
+* jitter: one excursion (a single slow sample, or one contiguous slow stretch, and back)
+  adds at most 2 x (max - min) to the total variation sum |D| of the window's rtts; the
+  jitter figure counts only when the total variation exceeds that, i.e. when more than
+  one excursion is behind it (a level shift is the rtt band's business, not jitter's).
+
+Exit bounds (keeping a DOWN or DEGRADED path where it is) need no such evidence: taking a
+link out needs evidence, bringing it back needs a clean window.
+
+Warm-up: a window holding fewer than ``warmup_samples(hs)`` = min(window, WARMUP_SAMPLES)
+samples gives no verdict (grade WARMING): the path keeps its state (UNKNOWN at a cold
+start) and only its figures are refreshed, so nothing is judged on one or two probes.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from edge.config.schema import Band, HealthSettings, Thresholds
 from edge.health.state import HealthState, PathHealth, Quality
@@ -38,11 +65,19 @@ from probes.measurement import Measurement, PathKey
 
 S = HealthState
 
+MIN_EVIDENCE = 2  # distinct samples over an enter bound before a figure condemns a window
+WARMUP_SAMPLES = 5  # no verdict on a window holding fewer samples (capped at health.window)
+
+
+def warmup_samples(hs: HealthSettings) -> int:
+    return max(1, min(hs.window, WARMUP_SAMPLES))
+
 
 class Grade(enum.StrEnum):
     GOOD = "good"
     DEGRADED = "degraded"
     BAD = "bad"
+    WARMING = "warming"  # too few samples for a verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +114,7 @@ class _Figure:
     value: float | None  # in the band's unit (ratio or ms)
     band_key: str
     percent: bool
+    support: Callable[[float], int] | None = None  # samples at or over a bound; None: n/a
 
     def show(self, x: float, *, bound: bool) -> str:
         if self.percent:
@@ -86,18 +122,49 @@ class _Figure:
         return f"{x:g} ms" if bound else f"{x:.1f} ms"
 
 
+def _at_or_above(n: int, p: float) -> int:
+    """Samples at or above the nearest-rank p-th percentile of ``n`` values."""
+    return n - max(1, math.ceil(p / 100.0 * n)) + 1
+
+
+def rtt_support(m: Measurement, bound_ms: float) -> int:
+    """How many rtts of ``m``'s window are known to be at or over ``bound_ms``."""
+    n = m.received
+    known = 0
+    for p, value in ((50.0, m.rtt_p50), (95.0, m.rtt_p95), (99.0, m.rtt_p99),
+                     (100.0, m.rtt_max)):
+        if value is not None and value * 1000.0 >= bound_ms:
+            known = max(known, _at_or_above(n, p))
+    return known
+
+
+def jitter_support(m: Measurement) -> int:
+    """1 when the window's rtt variation is at most one excursion's worth, else 2."""
+    if m.rtt_max is None or m.rtt_min is None or m.received < 2:
+        return 0
+    total = m.mean_abs_diff_s * (m.received - 1)
+    one_excursion = 2.0 * (m.rtt_max - m.rtt_min)
+    return 2 if total > one_excursion * (1.0 + 1e-9) + 1e-12 else 1
+
+
 def _figures(m: Measurement) -> tuple[_Figure, ...]:
     p95 = None if m.rtt_p95 is None else m.rtt_p95 * 1000.0
+    lost = m.sent - m.received
     return (
-        _Figure("loss", m.loss, "loss", True),
-        _Figure("rtt p95", p95, "rtt_p95_ms", False),
-        _Figure("jitter", m.jitter_s * 1000.0, "jitter_ms", False),
+        _Figure("loss", m.loss, "loss", True, lambda _bound: lost),
+        _Figure("rtt p95", p95, "rtt_p95_ms", False, lambda bound: rtt_support(m, bound)),
+        _Figure("jitter", m.jitter_s * 1000.0, "jitter_ms", False,
+                lambda _bound: jitter_support(m)),
     )
 
 
 def _exceeded(figures: tuple[_Figure, ...], band: Band, name: str,
-              ratio: float | None) -> list[str]:
-    """Descriptions of the figures at or over ``band`` (its exit bound when ``ratio``)."""
+              ratio: float | None, thin: list[str]) -> list[str]:
+    """Descriptions of the figures at or over ``band`` (its exit bound when ``ratio``).
+
+    Against an enter bound a figure counts only with ``MIN_EVIDENCE`` samples behind it;
+    the others are described in ``thin``.
+    """
     out = []
     for f in figures:
         enter: float | None = getattr(band, f.band_key)
@@ -105,15 +172,28 @@ def _exceeded(figures: tuple[_Figure, ...], band: Band, name: str,
             continue
         bound = enter if ratio is None else enter * ratio
         if f.value >= bound:
+            text = (f"{f.label} {f.show(f.value, bound=False)} >= "
+                    f"{f.show(bound, bound=True)}")
+            if ratio is None and f.support is not None:
+                support = f.support(bound)
+                if support < MIN_EVIDENCE:
+                    thin.append(f"{text} ({name}) on {support} sample(s), needs "
+                                f"{MIN_EVIDENCE}")
+                    continue
             where = (f"({name})" if ratio is None else
                      f"({name}, exit bound {f.show(enter, bound=True)} x {ratio:g})")
-            out.append(f"{f.label} {f.show(f.value, bound=False)} >= "
-                       f"{f.show(bound, bound=True)} {where}")
+            out.append(f"{text} {where}")
     return out
 
 
-def classify(m: Measurement, th: Thresholds, current: HealthState) -> Verdict:
-    """Grade ``m`` against ``th``; ``current`` decides which bounds apply (hysteresis)."""
+def classify(m: Measurement, th: Thresholds, current: HealthState, *,
+             warmup: int = 1) -> Verdict:
+    """Grade ``m`` against ``th``; ``current`` decides which bounds apply (hysteresis).
+
+    A window of fewer than ``warmup`` samples is graded WARMING (no verdict).
+    """
+    if m.sent < warmup:
+        return Verdict(Grade.WARMING, f"warming up: {m.sent}/{warmup} samples")
     if m.received == 0:
         detail = f"{m.sent} sent"
         if m.last_error is not None:
@@ -121,15 +201,19 @@ def classify(m: Measurement, th: Thresholds, current: HealthState) -> Verdict:
         return Verdict(Grade.BAD, f"no replies ({detail})")
     figures = _figures(m)
     ratio = th.recover_ratio
-    bad = _exceeded(figures, th.down, "down", ratio if current in _DOWN_HYSTERESIS else None)
+    thin: list[str] = []
+    bad = _exceeded(figures, th.down, "down", ratio if current in _DOWN_HYSTERESIS else None,
+                    thin)
     if bad:
         return Verdict(Grade.BAD, "; ".join(bad))
     degraded = _exceeded(figures, th.degraded, "degraded",
-                         ratio if current in _DEGRADED_HYSTERESIS else None)
+                         ratio if current in _DEGRADED_HYSTERESIS else None, thin)
     if degraded:
         return Verdict(Grade.DEGRADED, "; ".join(degraded))
     shown = ", ".join(f"{f.label} {f.show(f.value, bound=False)}"
                       for f in figures if f.value is not None)
+    if thin:
+        shown += " (not enough evidence: " + "; ".join(thin) + ")"
     return Verdict(Grade.GOOD, f"ok: {shown}")
 
 
@@ -246,12 +330,15 @@ def _band_state(prev: PathHealth | None) -> HealthState:
 def step(prev: PathHealth | None, m: Measurement, th: Thresholds,
          hs: HealthSettings) -> tuple[PathHealth, Transition | None]:
     """Apply one measurement. Returns the new path health and the transition, if any."""
-    verdict = classify(m, th, _band_state(prev))
+    verdict = classify(m, th, _band_state(prev), warmup=warmup_samples(hs))
     quality = Quality(rtt_p50=m.rtt_p50, rtt_p95=m.rtt_p95, loss=m.loss,
                       jitter_s=m.jitter_s, at=m.at)
     c = _Ctx(path=m.path, at=m.at, verdict=verdict, quality=quality, hs=hs)
     if prev is None:
         prev = PathHealth(path=m.path, state=S.UNKNOWN, since=m.at, reason="no data yet")
+    if verdict.grade is Grade.WARMING:  # no verdict: keep the state, refresh the figures
+        reason = verdict.reason if prev.state is S.UNKNOWN else prev.reason
+        return replace(prev, quality=quality, reason=reason), None
     new = _next(prev, c)
     if new.state is prev.state:
         return new, None

@@ -31,8 +31,11 @@ class HealthState(enum.StrEnum):
         FALLING still serves (the fall count has not been reached); RISING does not yet
         (the rise count has not been reached). UNKNOWN serves: staleness is not failure.
         """
-        return self in (HealthState.UP, HealthState.DEGRADED, HealthState.FALLING,
-                        HealthState.UNKNOWN)
+        return self in _SERVING
+
+
+_SERVING = frozenset({HealthState.UP, HealthState.DEGRADED, HealthState.FALLING,
+                      HealthState.UNKNOWN})
 
 
 @dataclass(frozen=True, slots=True)

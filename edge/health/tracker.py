@@ -3,6 +3,14 @@
 It makes no decisions of its own (``machine`` and ``quorum`` do); it owns the mutable state
 and the async loop that reads the bus.
 
+Between the quorum and the published link state sit two holds and the damping:
+
+* seed hold: a link seeded from persisted state keeps that state while none of its paths
+  has a verdict yet (warm-up), so a restart serves what it served before;
+* stale grace: a link whose paths all went stale (UNKNOWN) keeps its last known state for
+  ``stale_grace_s`` more, then becomes UNKNOWN (serving: staleness is not failure);
+* flap damping (``edge.health.damping``): a suppressed link is published DOWN.
+
 Snapshot versioning: ``version`` goes up exactly when some *link* state changes (what the
 planner acts on). Path states and quality figures are refreshed in every snapshot without a
 version bump, so two snapshots with the same version agree on every link state but may
@@ -16,10 +24,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from edge.config.schema import HealthSettings, Thresholds
+from edge.health.damping import Damping, flap, is_flap, reuse_in, settle
 from edge.health.machine import Transition, stale, step
 from edge.health.quorum import combine
 from edge.health.state import HealthSnapshot, HealthState, LinkHealth, PathHealth
@@ -61,6 +70,8 @@ class HealthTracker:
             name: LinkHealth(link=name, state=HealthState.UNKNOWN, since=0.0,
                              reason="no data yet")
             for name in self._thresholds}
+        self._under: dict[str, LinkHealth] = dict(self._links)  # before holds and damping
+        self._damping: dict[str, Damping] = {}
         self._seeded: dict[str, _Seed] = {}
         self._version = 0
         self._taken_at = 0.0
@@ -83,8 +94,21 @@ class HealthTracker:
             old = self._links.get(name)
             self._links[name] = LinkHealth(link=name, state=state, since=when,
                                            reason=f"seeded {state} (no data yet)")
+            self._under[name] = self._links[name]
             changed |= old is None or old.state is not state
         self._touch(when, bump=changed)
+
+    def reconfigure(self, settings: HealthSettings, thresholds: Mapping[str, Thresholds]) -> None:
+        """New settings and bands (a config reload); states and windows are kept, new links
+        appear UNKNOWN. Takes effect from the next measurement."""
+        self._settings = settings
+        self._thresholds = dict(thresholds)
+        for name in self._thresholds:
+            if name not in self._links:
+                self._links[name] = self._under[name] = LinkHealth(
+                    link=name, state=HealthState.UNKNOWN, since=self._taken_at,
+                    reason="no data yet")
+                self._touch(self._taken_at, bump=True)
 
     def feed(self, m: Measurement) -> bool:
         """Step the path's machine with ``m``; True when its link's state changed."""
@@ -112,10 +136,10 @@ class HealthTracker:
                 self._paths[key] = new
                 self._report(tr)
                 touched.add(key.link)
-        changed = False
-        for link in sorted(touched):
+        changed = self._expire_seeds(now)
+        # every link: grace periods and suppressions expire with time alone
+        for link in sorted(set(self._by_link) | touched):
             changed |= self._recombine(link, now)
-        changed |= self._expire_seeds(now)
         return changed
 
     # --- state out ------------------------------------------------------------------
@@ -131,6 +155,10 @@ class HealthTracker:
 
     def path(self, key: PathKey) -> PathHealth | None:
         return self._paths.get(key)
+
+    def damping(self, link: str) -> Damping:
+        """The flap-damping record of ``link`` (penalty as of its last update)."""
+        return self._damping.get(link, Damping())
 
     # --- loop -----------------------------------------------------------------------
 
@@ -180,8 +208,30 @@ class HealthTracker:
 
     def _recombine(self, link: str, now: float) -> bool:
         previous = self._links.get(link)
+        under_prev = self._under.get(link)
         paths = [self._paths[k] for k in self._by_link.get(link, ())]
-        new = combine(link, paths, self._settings.quorum, now, previous=previous)
+        under = combine(link, paths, self._settings.quorum, now, previous=under_prev)
+        under = self._hold(link, under, under_prev, now)
+        self._under[link] = under
+        ds = self._settings.damping
+        damp = self._damping.get(link, Damping())
+        if under_prev is not None and is_flap(under_prev.state, under.state):
+            damp = flap(damp, now, ds)
+            log.info("link %s: flap %d (%s -> %s), penalty %.0f%s", link, damp.flaps,
+                     under_prev.state, under.state, damp.penalty,
+                     ", suppressed" if damp.suppressed else "")
+        damp = settle(damp, now, ds)
+        self._damping[link] = damp
+        new = under
+        if damp.suppressed:
+            new = LinkHealth(
+                link=link, state=HealthState.DOWN, since=now, quality=under.quality,
+                reason=(f"suppressed (flap damping): penalty {damp.penalty:.0f} after "
+                        f"{damp.flaps} flaps, reused below {ds.reuse:g} in about "
+                        f"{reuse_in(damp, now, ds):.0f} s; measured {under.state}: "
+                        f"{under.reason}"))
+        if previous is not None and previous.state is new.state:
+            new = replace(new, since=previous.since)
         self._links[link] = new
         old_state = previous.state if previous is not None else HealthState.UNKNOWN
         changed = old_state is not new.state
@@ -190,11 +240,35 @@ class HealthTracker:
         self._touch(now, bump=changed)
         return changed
 
+    def _hold(self, link: str, under: LinkHealth, under_prev: LinkHealth | None,
+              now: float) -> LinkHealth:
+        """Seed hold and stale grace (module docstring) for a link with no known path."""
+        if under.state is not HealthState.UNKNOWN:
+            return under
+        seed = self._seeded.get(link)
+        if seed is not None and seed.state is not HealthState.UNKNOWN:
+            return replace(under, state=seed.state,
+                           since=under_prev.since if under_prev is not None else seed.at,
+                           reason=f"seeded {seed.state}, no verdict yet ({under.reason})")
+        if under_prev is None or under_prev.state is HealthState.UNKNOWN:
+            return under
+        last = under_prev.quality.at
+        until = last + self._settings.stale_after_s + self._settings.stale_grace_s
+        if now < until:
+            return replace(under, state=under_prev.state, since=under_prev.since,
+                           reason=f"stale grace: last state {under_prev.state} kept "
+                           f"{until - now:.1f} s more ({under.reason})")
+        return under
+
     def _expire_seeds(self, now: float) -> bool:
         changed = False
         for link, seed in list(self._seeded.items()):
             if seed.first_data is not None:  # data came: keep seeding paths one round
-                if now - seed.first_data >= self._settings.stale_after_s:
+                known = any(self._paths[k].state is not HealthState.UNKNOWN
+                            for k in self._by_link.get(link, ()))
+                age = now - seed.first_data
+                if age >= self._settings.stale_after_s and (
+                        known or age >= 3 * self._settings.stale_after_s):
                     del self._seeded[link]
                 continue
             age, state = now - seed.at, seed.state
@@ -204,6 +278,7 @@ class HealthTracker:
             reason = f"stale: no data for {age:.1f} s since seeding (last state {state})"
             self._links[link] = LinkHealth(link=link, state=HealthState.UNKNOWN, since=now,
                                            reason=reason)
+            self._under[link] = self._links[link]
             if state is not HealthState.UNKNOWN:
                 log.info("link %s: %s -> %s: %s", link, state, HealthState.UNKNOWN, reason)
                 changed = True

@@ -55,12 +55,25 @@ def answer_rows(plan: Plan | None) -> list[str]:
     return rows
 
 
+def anycast_rows(plan: Plan | None) -> list[str]:
+    """One row per (prefix, session): what BGP says there."""
+    if plan is None or not plan.announcements:
+        return []
+    rows = []
+    for (prefix, session), a in sorted(plan.announcements.items()):
+        what = "withdrawn" if a.action == "withdraw" else \
+            f"announced, prepend {a.prepend}" + (f", med {a.med}" if a.med is not None else "")
+        rows.append(f"  {prefix:<18} via {session:<10} {what}")
+    return rows
+
+
 def screen(config: Config, scenario_name: str, elapsed: float, duration: float,
            snapshot: HealthSnapshot, plan: Plan | None, events: Sequence[str],
            dig_commands: Sequence[str], width: int = 0) -> str:
     """The live screen; with ``width`` every line is cut to fit the terminal."""
     lines = [f"edgesteer lab — scenario {scenario_name} — t={elapsed:5.1f}s of {duration:.0f}s",
              "", *link_rows(config, snapshot), "", "DNS answers (A):", *answer_rows(plan), "",
+             *(["Anycast (BGP):", *anycast_rows(plan), ""] if anycast_rows(plan) else []),
              "Query it:", *(f"  {c}" for c in dig_commands), "", "Events:",
              *(f"  {e}" for e in events[-12:])]
     if width > 0:

@@ -193,6 +193,11 @@ class Lab:
             reasons = "; ".join(r.detail for r in change.after.reasons[-2:])
             self.note(f"plan v{ev.plan.version} {change.key[0]} [{change.key[1]}] -> "
                       f"{describe_answers(change.after)} — {reasons}")
+        for rc in ev.diff.announcement_changes:
+            if rc.after is not None:
+                why = "; ".join(r.detail for r in rc.after.reasons[-1:])
+                self.note(f"plan v{ev.plan.version} anycast {rc.key[0]} via {rc.key[1]}: "
+                          f"{rc.after.action} prepend {rc.after.prepend} — {why}")
         aset = ev.plan.get(self.service, DEFAULT_SEGMENT)
         if aset is not None:
             values = aset.values("A")

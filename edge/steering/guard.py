@@ -9,7 +9,8 @@ Exceptions::
 
     UnsafePlan            base: the proposal may not go out as it is
      +-- Frozen           guard.freeze is on and the proposal changes what users see
-     +-- EmptyAnswers     an answer set would lose all its answers
+     +-- EmptyAnswers     an answer set would lose all its answers (unless its pool is
+                          all_down: fail_closed, which asks for exactly that)
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def check_empty(previous: Plan | None, proposed: Plan, settings: GuardSettings) 
         return
     emptied = tuple(key for key, aset in proposed.answers.items()
                     if not aset.answers and (old := previous.answers.get(key)) is not None
-                    and old.answers)
+                    and old.answers
+                    and not any(r.code == "all_down.fail_closed" for r in aset.reasons))
     if emptied:
         raise EmptyAnswers(f"{len(emptied)} answer set(s) would have no answers "
                            f"({_keys(emptied)}); enable guard.fail_open to serve all "

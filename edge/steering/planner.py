@@ -12,9 +12,11 @@ the answer set is chosen like this:
 3. If no tier reaches the threshold: the first tier with any serving endpoint serves
    (best effort). Drained endpoints (weight 0) serve only when nothing else can, then at
    equal weight.
-4. If nothing serves anywhere and ``guard.fail_open``: every candidate at its configured
-   weight (fail-open, as Route 53 does). With fail-open off the set is empty and the guard
-   decides whether that may go out.
+4. If nothing serves anywhere, the rule's first pool's ``all_down`` decides: ``fail_open``
+   (the default) with ``guard.fail_open``: every candidate at its configured weight
+   (flagged, as Route 53 does; with guard.fail_open off the set is empty and the guard
+   decides whether that may go out); ``fallback``: the pool it names, at its configured
+   weights whatever its health; ``fail_closed``: no answers (NODATA), on purpose.
 
 Served weights are the configured weights x ``health.degraded_weight`` for DEGRADED links.
 The TTL drops to ``failover_ttl`` while failing over: the serving tier is not the best
@@ -26,12 +28,11 @@ DOWN), so resolvers come back soon. Two endpoints giving the same answer value: 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from edge.config.schema import Config, Service
+from edge.config.schema import Config, Link, Service
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import AnswerKey, AnswerSet, Plan, Reason, RRType, WeightedAnswer
 from geo.segment import DEFAULT_SEGMENT
@@ -65,10 +66,8 @@ def _pct(x: float) -> str:
 
 
 def _records(values: tuple[str, ...]) -> tuple[tuple[RRType, str], ...]:
-    out: list[tuple[RRType, str]] = []
-    for v in values:
-        out.append(("A" if ipaddress.ip_address(v).version == 4 else "AAAA", v))
-    return tuple(out)
+    # The loader validated every address: an IPv6 address has a colon, an IPv4 one never.
+    return tuple(("AAAA" if ":" in v else "A", v) for v in values)
 
 
 def rules(config: Config, service: Service) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -90,21 +89,51 @@ def plan_key_order(config: Config) -> tuple[AnswerKey, ...]:
     return tuple((svc.name, seg) for svc in config.services for seg, _ in rules(config, svc))
 
 
-def candidates(config: Config, service: Service, pools: tuple[str, ...],
-               snapshot: HealthSnapshot) -> tuple[Candidate, ...]:
+_INDEX: dict[int, tuple[Config, dict[str, Link]]] = {}
+
+
+def _links_of(config: Config) -> dict[str, Link]:
+    """Link by name, cached per config object (``Config.link`` is a linear scan)."""
+    hit = _INDEX.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    if len(_INDEX) >= 8:
+        _INDEX.clear()
+    index = {lk.name: lk for lk in config.links}
+    _INDEX[id(config)] = (config, index)
+    return index
+
+
+Static = tuple[tuple[str, str, int, float, tuple[tuple[RRType, str], ...]], ...]
+
+
+def static_candidates(config: Config, service: Service, pools: tuple[str, ...]) -> Static:
+    """What of a rule's candidates depends on the config only: (pool, link, tier, weight,
+    records) per endpoint, in pool order. The incremental planner keeps these."""
     out = []
+    by_name = _links_of(config)
+    by_pool = {p.name: p for p in service.pools}
     for pool_name in pools:
-        pool = service.pool(pool_name)
+        pool = by_pool[pool_name]
         for ep in pool.endpoints:
-            link = config.link(ep.link)
+            link = by_name[ep.link]
             if ep.cname is not None:
                 records: tuple[tuple[RRType, str], ...] = (("CNAME", ep.cname),)
             else:
                 records = _records(ep.addresses or (link.answers_v4 + link.answers_v6))
             tier = pool.tier if pool.tier is not None else link.priority
-            out.append(Candidate(pool.name, link.name, tier, ep.weight,
-                                 snapshot.link_state(link.name), records))
+            out.append((pool.name, link.name, tier, ep.weight, records))
     return tuple(out)
+
+
+def candidates(config: Config, service: Service, pools: tuple[str, ...],
+               snapshot: HealthSnapshot, *, static: Static | None = None
+               ) -> tuple[Candidate, ...]:
+    if static is None:
+        static = static_candidates(config, service, pools)
+    state = snapshot.link_state
+    return tuple(Candidate(pool, link, tier, weight, state(link), records)
+                 for pool, link, tier, weight, records in static)
 
 
 def _link_reasons(cands: tuple[Candidate, ...], degraded_weight: float) -> list[Reason]:
@@ -139,7 +168,7 @@ class _Choice:
 
 
 def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
-            reasons: list[Reason]) -> _Choice | None:
+            reasons: list[Reason], policy: str = "fail_open") -> _Choice | None:
     """Walk the tiers (module docstring, steps 2-4). None: nothing may be served."""
     tiers = sorted({c.tier for c in cands})
     for tier in tiers:
@@ -173,6 +202,13 @@ def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
                                    f"serve: tier {tier} drained endpoints at equal weight",
                                    tier=tier))
             return _Choice(tier, served, equal_weights=True)
+    if policy == "fail_closed":
+        reasons.append(_reason("all_down.fail_closed", "every endpoint is down and the rule's "
+                               "first pool is all_down: fail_closed: no answers (NODATA)",
+                               endpoints=len(cands)))
+        return None
+    if policy == "fallback":
+        return None  # the caller serves the fallback pool
     if not fail_open:
         reasons.append(_reason("no_answers", "every endpoint is down and guard.fail_open is "
                                "off: no answers", endpoints=len(cands)))
@@ -203,9 +239,10 @@ def _answers(choice: _Choice, degraded_weight: float,
 
 
 def answer_set(config: Config, service: Service, segment: str, pools: tuple[str, ...],
-               snapshot: HealthSnapshot) -> AnswerSet:
-    """The answer set of one (service, segment) rule."""
-    cands = candidates(config, service, pools, snapshot)
+               snapshot: HealthSnapshot, *, static: Static | None = None) -> AnswerSet:
+    """The answer set of one (service, segment) rule (``static``: its precomputed
+    ``static_candidates``)."""
+    cands = candidates(config, service, pools, snapshot, static=static)
     dw = config.health.degraded_weight
     reasons = _link_reasons(cands, dw)
     if not cands:
@@ -214,7 +251,19 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
                          max_answers=service.max_answers)
     weighted = [c.tier for c in cands if c.weight > 0]
     best = min(weighted) if weighted else min(c.tier for c in cands)
-    choice = _choose(cands, service.failover_threshold, config.guard.fail_open, reasons)
+    lead = next((p for p in service.pools if p.name == pools[0]), None)
+    policy = lead.all_down if lead is not None else "fail_open"
+    choice = _choose(cands, service.failover_threshold, config.guard.fail_open, reasons,
+                     policy)
+    if choice is None and policy == "fallback" and lead is not None and lead.fallback:
+        fb = candidates(config, service, (lead.fallback,), snapshot)
+        weighted_fb = tuple(c for c in fb if c.weight > 0)
+        reasons.append(_reason("all_down.fallback", f"every endpoint is down: the fallback "
+                               f"pool {lead.fallback} serves, whatever its health",
+                               pool=lead.fallback, endpoints=len(fb)))
+        if fb:
+            choice = _Choice(min(c.tier for c in fb), weighted_fb or fb,
+                             equal_weights=not weighted_fb)
     answers = _answers(choice, dw, reasons) if choice is not None else ()
     tier = choice.tier if choice is not None else best
     why = []
@@ -253,10 +302,25 @@ def _config_identity(config: Config) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+_IDENTITY: dict[int, tuple[Config, str]] = {}
+
+
+def config_identity(config: Config) -> str:
+    """``_config_identity``, cached per config object (it reprs the whole config)."""
+    hit = _IDENTITY.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    if len(_IDENTITY) >= 8:
+        _IDENTITY.clear()
+    digest = _config_identity(config)
+    _IDENTITY[id(config)] = (config, digest)
+    return digest
+
+
 def inputs_digest(config: Config, snapshot: HealthSnapshot) -> str:
     """Identity of the plan's inputs: the config (source and content the planner reads) and
     the snapshot's version and link states."""
-    body = {"config": _config_identity(config),
+    body = {"config": config_identity(config),
             "snapshot": snapshot.version,
             "links": sorted((name, str(lh.state)) for name, lh in snapshot.links.items())}
     return hashlib.sha256(json.dumps(body).encode()).hexdigest()[:16]
@@ -272,5 +336,5 @@ def plan(config: Config, snapshot: HealthSnapshot, *, version: int, now: float) 
                 answers=MappingProxyType(answers))
 
 
-__all__ = ["Candidate", "answer_set", "candidates", "inputs_digest", "plan", "plan_key_order",
-           "rules"]
+__all__ = ["Candidate", "answer_set", "candidates", "config_identity", "inputs_digest", "plan",
+           "plan_key_order", "rules", "static_candidates"]

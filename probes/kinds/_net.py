@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import ipaddress
 import socket
 from typing import Any
+
+import dns.exception
+import dns.name
 
 from probes.measurement import ProbeError
 from probes.spec import LinkBinding
@@ -34,15 +38,25 @@ class BindingError(OSError):
 
 
 def family_of(address: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    family = literal_family(address)
+    if family is None:
+        raise ValueError(f"{address!r} is not an IP address")
+    return family
 
 
 def is_ip(host: str) -> bool:
+    return literal_family(host) is not None
+
+
+@functools.lru_cache(maxsize=65536)
+def literal_family(host: str) -> socket.AddressFamily | None:
+    """AF_INET / AF_INET6 for an IP literal, None for anything else. Cached: an agent asks
+    this for the same few thousand targets on every probe."""
     try:
-        ipaddress.ip_address(host)
+        version = ipaddress.ip_address(host).version
     except ValueError:
-        return False
-    return True
+        return None
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
 
 
 def apply_link_options(sock: socket.socket, binding: LinkBinding) -> None:
@@ -104,18 +118,34 @@ async def resolve(
     """
     family: int = socket.AF_UNSPEC
     if binding.source:
-        if not is_ip(binding.source):
+        source_family = literal_family(binding.source)
+        if source_family is None:
             msg = f"source {binding.source!r} of link {binding.link!r} is not an IP address"
             raise BindingError(ProbeError("error", msg))
-        family = family_of(binding.source)
-    if is_ip(host):
-        ip_family = family_of(host)
+        family = source_family
+    ip_family = literal_family(host)
+    if ip_family is not None:
         if ip_family == socket.AF_INET6:
             return ip_family, (host, port, 0, 0)
         return ip_family, (host, port)
+    check_name(host)
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=kind)
     fam, _, _, _, sockaddr = infos[0]
     return fam, sockaddr
+
+
+def check_name(host: str) -> None:
+    """Refuse, without asking any resolver, what can only be a mistyped address or name.
+
+    ``999.1.1.1`` or ``2001:db8::zz`` are broken addresses, not names to look up; a label
+    longer than 63 octets or an empty label cannot be resolved either.
+    """
+    if ":" in host or all(c.isdigit() or c == "." for c in host):
+        raise BindingError(ProbeError("error", f"invalid address {host!r}"))
+    try:
+        dns.name.from_text(host)
+    except dns.exception.DNSException as exc:
+        raise BindingError(ProbeError("error", f"invalid host name {host!r}: {exc}")) from exc
 
 
 def classify(exc: BaseException) -> ProbeError:

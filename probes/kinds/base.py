@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import aiohttp
 
 from probes.measurement import PathKey, ProbeError, ProbeErrorKind, ProbeKind, Sample
 from probes.spec import LinkBinding, TargetSpec
+
+if TYPE_CHECKING:
+    from probes.kinds.icmp_engine import IcmpEngine
 
 _NO_PHASES: Mapping[str, float] = MappingProxyType({})
 
@@ -26,12 +30,14 @@ class ProbeContext:
     """How to leave (``binding``), how long to try, and the link's HTTP session if any.
 
     ``http`` is owned by the caller (the agent keeps one ClientSession per link binding);
-    when None the HTTP probe makes and closes a session of its own.
+    when None the HTTP probe makes and closes a session of its own. Likewise ``icmp``: the
+    agent's shared echo engine (one socket per link), or None for a socket of its own.
     """
 
     binding: LinkBinding
     timeout_s: float
     http: aiohttp.ClientSession | None = None
+    icmp: IcmpEngine | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,173 @@
+"""Planner benchmark: a full plan for SERVICES x SEGMENTS x 8 endpoints, and incremental
+re-plans after one link changes state. Prints time and peak memory (tracemalloc, in a
+separate pass so the timings are not slowed by it).
+
+    .venv/bin/python bench/plan.py [--services 10000] [--segments 50] [--links 1000]
+                                   [--changes 20] [--plain] [--json]
+
+Topology: LINKS links (half priority 1, half priority 2); every service has two pools of
+4 endpoints (a tier-1 pool and a tier-2 pool) on links picked at random (seeded), with its
+own answer addresses; its policy has SEGMENTS-1 segment rules plus ``default``, cycling
+over three pool lists. A change takes one random link DOWN (or back UP). No DNS server
+plans, so there is no peer to compare with; goals (issue 4): full < 2 s and < 1 GiB,
+incremental < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edge.config.schema import (
+    Band,
+    Config,
+    Endpoint,
+    GuardSettings,
+    HealthSettings,
+    Link,
+    Node,
+    Policy,
+    PolicyRule,
+    Pool,
+    Service,
+    Site,
+    Thresholds,
+    Zone,
+)
+from edge.health.state import HealthSnapshot, HealthState, LinkHealth
+from edge.steering.incremental import IncrementalPlanner
+from edge.steering.planner import plan
+
+TH = Thresholds(Band(0.02, 150.0, 20.0), Band(0.1, 300.0, 50.0), 0.8)
+
+
+def build(services: int, segments: int, links: int, seed: int = 1) -> Config:
+    rng = random.Random(seed)
+    lks = tuple(Link(name=f"l{i}", carrier=f"c{i}", priority=1 if i < links // 2 else 2,
+                     weight=100.0, answers_v4=(f"198.18.{i // 256}.{i % 256}",),
+                     answers_v6=(), thresholds=TH) for i in range(links))
+    tier1, tier2 = lks[: links // 2], lks[links // 2:]
+    svcs, pols = [], {}
+    seg_names = [f"seg{k}" for k in range(segments - 1)]
+    variants = (("t1", "t2"), ("t1",), ("t2", "t1"))
+    for s in range(services):
+        name = f"s{s}.example.hk"
+
+        def eps(pick: tuple[Link, ...], base: int, s: int = s) -> tuple[Endpoint, ...]:
+            chosen = rng.sample(pick, 4)
+            return tuple(Endpoint(link=lk.name, weight=100.0,
+                                  addresses=(f"10.{(s >> 8) & 255}.{s & 255}.{base + j}",))
+                         for j, lk in enumerate(chosen))
+
+        svcs.append(Service(name=name, zone="example.hk", ttl=60, failover_ttl=15,
+                            max_answers=2, failover_threshold=0.5,
+                            pools=(Pool("t1", eps(tier1, 1)), Pool("t2", eps(tier2, 10)))))
+        pols[name] = Policy(name, tuple(PolicyRule(seg, variants[k % 3])
+                                        for k, seg in enumerate(seg_names)))
+    zone = Zone("example.hk", ("ns1.example.hk",), MappingProxyType({}), "ns1.example.hk",
+                "hostmaster.example.hk", 3600, 600, 604800, 60, 3600)
+    hs = HealthSettings(window=10, rise=3, fall=3, hold_down_s=10.0, stale_after_s=5.0,
+                        quorum="majority", degraded_weight=0.5, thresholds=TH)
+    return Config(source="bench", node=Node("hk-1", "hk"), sites=(Site("hk"),), links=lks,
+                  targets=(), health=hs, zones=(zone,), lines=(), segments=(),
+                  services=tuple(svcs), policies=MappingProxyType(pols),
+                  guard=GuardSettings())
+
+
+def snapshot(states: dict[str, HealthState], version: int) -> HealthSnapshot:
+    return HealthSnapshot(version=version, taken_at=float(version), links=MappingProxyType(
+        {n: LinkHealth(n, st, 0.0, "bench") for n, st in states.items()}))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    t = time.perf_counter()
+    config = build(args.services, args.segments, args.links)
+    build_s = time.perf_counter() - t
+    states = {lk.name: HealthState.UP for lk in config.links}
+    snap = snapshot(states, 1)
+    gc.collect()
+    gc.freeze()  # the loaded config is long-lived, as in a running engine
+
+    plain_s = None
+    if args.plain:
+        t = time.perf_counter()
+        full = plan(config, snap, version=1, now=0.0)
+        plain_s = round(time.perf_counter() - t, 3)
+        del full
+        gc.collect()
+
+    t = time.perf_counter()
+    inc = IncrementalPlanner(config)  # indexes and static candidates count as planning
+    first = inc.plan(snap, version=1, now=0.0)
+    inc_full_s = time.perf_counter() - t
+    n_sets = len(first.answers)
+
+    rng = random.Random(2)
+    times, touched = [], []
+    for i in range(args.changes):
+        link = rng.choice(config.links).name
+        states = dict(states)
+        states[link] = (HealthState.DOWN if states[link] is HealthState.UP
+                        else HealthState.UP)
+        s = snapshot(states, i + 2)
+        t = time.perf_counter()
+        inc.plan(s, version=i + 2, now=float(i))
+        times.append(time.perf_counter() - t)
+        touched.append(inc.recomputed)
+    check = plan(config, s, version=args.changes + 1, now=0.0)
+    same = check.answers == inc.plan(s, version=args.changes + 1, now=0.0).answers
+    del check
+    gc.collect()
+
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    mem_inc = IncrementalPlanner(config)
+    kept = mem_inc.plan(snapshot({lk.name: HealthState.UP for lk in config.links}, 1),
+                        version=1, now=0.0)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    del kept, mem_inc
+    return {
+        "services": args.services, "segments": args.segments, "endpoints_per_service": 8,
+        "links": args.links, "answer_sets": n_sets, "config_build_s": round(build_s, 3),
+        "full_plan_s": round(inc_full_s, 3), "full_plan_plain_planner_s": plain_s,
+        "full_peak_mib": round(peak / 2**20, 1),
+        "incremental_ms_median": round(statistics.median(times) * 1000, 2),
+        "incremental_ms_max": round(max(times) * 1000, 2),
+        "groups_recomputed_median": statistics.median(touched),
+        "incremental_equals_full": same,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--services", type=int, default=10_000)
+    p.add_argument("--segments", type=int, default=50)
+    p.add_argument("--links", type=int, default=1000)
+    p.add_argument("--changes", type=int, default=20)
+    p.add_argument("--plain", action="store_true",
+                   help="also time the plain planner (planner.plan), which shares nothing")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            print(f"{k:28} {v}")
+    return 0 if result["incremental_equals_full"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

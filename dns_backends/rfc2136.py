@@ -1,0 +1,402 @@
+"""RFC 2136 dynamic updates with TSIG (BIND 9, Knot DNS, any primary that takes UPDATE).
+
+Reads a zone by AXFR (the key must be allowed to transfer), writes by UPDATE over TCP:
+
+- every change carries a prerequisite stating what we read (RFC 2136 section 2.4: "RRset
+  exists, value dependent" or "RRset does not exist"), so an edit made by hand between our
+  read and our write makes the server refuse (YXRRSET / NXRRSET) instead of being clobbered
+  silently; ``SyncBackend`` then reads again and logs the conflict;
+- as many changes as fit go in one message (65,535 bytes over TCP, TSIG included); changes
+  only split across messages when they must;
+- after writing, the SOA serial must have moved forward, or the server did not take it.
+
+BIND views: each view is reached with its own TSIG key (``match-clients { key K; ... }``),
+so an update, a transfer and a verifying query signed with K all land in that view. See
+``dns_backends.zonefile.bind_views_conf`` for the named.conf fragment that does this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import re
+import struct
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import dns.serial
+import dns.tsig
+import dns.update
+import dns.xfr
+import dns.zone
+
+from dns_backends.base import BackendError
+from dns_backends.reconcile import Conflict, Target, Transient
+from dns_backends.records import (
+    AnswersMode,
+    Change,
+    RRsets,
+    desired,
+    managed,
+    managed_names,
+)
+from edge.plan import Plan
+from geo.segment import DEFAULT_SEGMENT
+
+if TYPE_CHECKING:
+    from edge.config.schema import Service, TsigSettings
+
+MAX_MESSAGE = 65535
+_HEADROOM = 600  # header, zone section and the TSIG record
+_CONFLICT_RCODES = frozenset({dns.rcode.YXRRSET, dns.rcode.NXRRSET, dns.rcode.YXDOMAIN,
+                              dns.rcode.NXDOMAIN})
+_RCODE_HELP = {
+    dns.rcode.REFUSED: "the server refused the update: this key may not update the zone "
+                       "(allow-update / update-policy, Knot acl)",
+    dns.rcode.NOTAUTH: "the server is not authoritative for the zone, or rejected the TSIG "
+                       "key",
+    dns.rcode.NOTZONE: "a name is outside the zone",
+    dns.rcode.FORMERR: "the server could not parse the update",
+    dns.rcode.NOTIMP: "the server does not implement dynamic update",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TsigKey:
+    name: str
+    algorithm: str
+    secret: str  # base64
+
+    def __post_init__(self) -> None:
+        try:
+            base64.b64decode(self.secret, validate=True)
+        except binascii.Error:
+            raise ValueError(f"TSIG key {self.name}: the secret is not base64") from None
+
+    @property
+    def keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
+        key = dns.tsig.Key(self.name, self.secret, self.wire_algorithm)
+        return {key.name: key}
+
+    @property
+    def wire_algorithm(self) -> dns.name.Name:
+        """The algorithm's name on the wire: HMAC-MD5 is ``hmac-md5.sig-alg.reg.int``
+        (RFC 8945 section 6); the others are their short names."""
+        if self.algorithm == "hmac-md5":
+            return dns.tsig.HMAC_MD5
+        return dns.name.from_text(self.algorithm)
+
+    @property
+    def dns_name(self) -> dns.name.Name:
+        return dns.name.from_text(self.name)
+
+    def describe(self) -> str:
+        return f"TSIG key {self.name} ({self.algorithm})"
+
+    @classmethod
+    def from_settings(cls, settings: TsigSettings) -> TsigKey:
+        secret = settings.secret
+        if secret is None:
+            if settings.secret_file is None:
+                raise ValueError(f"TSIG key {settings.name}: neither secret nor secret_file")
+            secret = read_secret_file(settings.secret_file)
+        return cls(settings.name, settings.algorithm, secret)
+
+
+def read_secret_file(path: str) -> str:
+    """The base64 secret in ``path``: a bare secret, a BIND key file or a Knot key file."""
+    text = Path(path).read_text()
+    m = re.search(r'secret\s*:?\s*"?([A-Za-z0-9+/]+={0,2})"?', text)
+    if m is not None:
+        return m.group(1)
+    return text.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """A BIND view: the segment it serves and the key that reaches it."""
+
+    segment: str
+    name: str
+    key: TsigKey | None
+
+
+_RDLEN = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 16}
+
+
+def _owner_size(name: dns.name.Name) -> int:
+    """Bytes of an owner name with compression: first label + pointer to the zone's name."""
+    return len(name[0]) + 3 if len(name) > 1 else 1
+
+
+def _change_size(c: Change) -> int:
+    """About the bytes a change takes in an UPDATE (names compressed).
+
+    An estimate: a run that still does not fit is split when rendered (``TooBig``).
+    """
+    owner = _owner_size(c.name) + 10
+    size = owner  # the prerequisite "does not exist", or the delete
+    for rrset in (c.before, c.after):
+        if rrset is not None:
+            fixed = _RDLEN.get(rrset.rdtype)
+            size += len(rrset) * (owner + fixed) if fixed is not None else \
+                sum(owner + len(rd.to_digestable()) for rd in rrset)
+    return size
+
+
+def batches(changes: Sequence[Change], limit: int = MAX_MESSAGE - _HEADROOM
+            ) -> list[list[Change]]:
+    """Changes split into runs that should each fit one UPDATE message, in order."""
+    out: list[list[Change]] = [[]]
+    size = 0
+    for c in changes:
+        n = _change_size(c)
+        if out[-1] and size + n > limit:
+            out.append([])
+            size = 0
+        out[-1].append(c)
+        size += n
+    return [b for b in out if b]
+
+
+async def axfr(host: str, port: int, query: dns.message.Message, origin: dns.name.Name,
+               timeout: float) -> tuple[int, list[dns.rrset.RRset]]:  # noqa: ASYNC109
+    """(SOA serial, every RRset) of a zone by AXFR over TCP, TSIG checked on each message.
+
+    ``dns.asyncquery.inbound_xfr`` builds a ``dns.zone.Zone`` through transactions, which
+    costs more than the transfer itself for the few thousand records we read per pass;
+    this keeps dnspython's parsing and TSIG verification and skips the zone.
+    """
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        wire = query.to_wire()
+        writer.write(struct.pack("!H", len(wire)) + wire)
+        await writer.drain()
+        merged: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], dns.rrset.RRset] = {}
+        serial: int | None = None
+        tsig_ctx = None
+        first = True
+        while True:
+            (length,) = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2),
+                                                                    timeout))
+            rwire = await asyncio.wait_for(reader.readexactly(length), timeout)
+            r = dns.message.from_wire(rwire, keyring=query.keyring, request_mac=query.mac,
+                                      xfr=True, tsig_ctx=tsig_ctx, multi=True)
+            tsig_ctx = r.tsig_ctx
+            if not query.is_response(r, xfr_continuation=not first):
+                raise dns.query.BadResponse
+            if r.rcode() != dns.rcode.NOERROR:
+                raise dns.xfr.TransferError(r.rcode())  # type: ignore[no-untyped-call]
+            for rrset in r.answer:  # each SOA is its own RRset in a transfer (dnspython)
+                if serial is None:
+                    if rrset.rdtype != dns.rdatatype.SOA:
+                        raise dns.exception.FormError(  # type: ignore[no-untyped-call]
+                            "the transfer does not start with the zone's SOA")
+                    serial = rrset[0].serial
+                elif rrset.rdtype == dns.rdatatype.SOA and rrset.name == origin:
+                    return serial, list(merged.values())  # the closing SOA
+                else:  # a transfer may split an RRset across RRs and messages: merge
+                    key = (rrset.name, rrset.rdtype)
+                    found = merged.get(key)
+                    if found is None:
+                        merged[key] = rrset
+                    else:
+                        found.union_update(rrset)  # type: ignore[no-untyped-call]
+            first = False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+class Rfc2136Store:
+    """The RFC 2136 side of a ``SyncBackend`` (see the module docstring)."""
+
+    def __init__(self, name: str, server: tuple[str, int], zones: Sequence[str],
+                 services: Sequence[Service], *, key: TsigKey | None = None,
+                 views: Sequence[View] = (), answers: AnswersMode = "all",
+                 timeout: float = 2.0, full_read_s: float = 300.0) -> None:
+        self.name = name
+        self.host, self.port = server
+        self.zones = tuple(zones)
+        self.services = tuple(services)
+        self.key = key
+        self.views = {v.name: v for v in views}
+        self.answers: AnswersMode = answers
+        self.timeout = timeout
+        self.sent: Counter[str] = Counter()  # messages by kind: update, axfr, query
+        self.serials: dict[Target, int] = {}
+        # target -> (serial, when, managed RRsets) of the last transfer
+        self._cache: dict[Target, tuple[int, float, RRsets]] = {}
+        self.full_read_s = full_read_s
+
+    # Store protocol -----------------------------------------------------------------------
+    def targets(self) -> Sequence[Target]:
+        if not self.views:
+            return [Target(z, DEFAULT_SEGMENT) for z in self.zones]
+        return [Target(z, v.segment, v.name) for z in self.zones for v in self.views.values()]
+
+    def desired(self, plan: Plan, target: Target) -> RRsets:
+        return desired(plan, self.services, target.zone, target.segment, self.answers)
+
+    async def read(self, target: Target) -> RRsets:
+        """The managed RRsets; by AXFR, unless the SOA serial says nothing changed since the
+        last transfer (less than ``full_read_s`` ago): then one SOA query is enough."""
+        cached = self._cache.get(target)
+        if (cached is not None and time.monotonic() - cached[1] < self.full_read_s
+                and await self.soa_serial(target) == cached[0]):
+            return dict(cached[2])
+        state = await self._transfer(target)
+        self._cache[target] = (self.serials[target], time.monotonic(), dict(state))
+        return state
+
+    async def _transfer(self, target: Target) -> RRsets:
+        origin = dns.name.from_text(target.zone)
+        key = self._key(target)
+        query = dns.message.make_query(origin, dns.rdatatype.AXFR)
+        if key is not None:
+            query.use_tsig(key.keyring, key.dns_name, algorithm=key.wire_algorithm)
+        self.sent["axfr"] += 1
+        try:
+            async with asyncio.timeout(self.timeout * 3):
+                serial, rrsets = await axfr(self.host, self.port, query, origin, self.timeout)
+        except dns.xfr.TransferError as exc:
+            raise self._error(target, f"zone transfer refused ({dns.rcode.to_text(exc.rcode)})"
+                              ": the key must be allowed to transfer the zone (allow-transfer,"
+                              " Knot acl action transfer)") from None
+        except Exception as exc:
+            raise self._classify(target, key, exc, "zone transfer") from None
+        self.serials[target] = serial
+        return managed(rrsets, managed_names(self.services, target.zone))
+
+    async def write(self, target: Target, changes: Sequence[Change], wanted: RRsets) -> None:
+        key = self._key(target)
+        runs = batches(changes)
+        serial_before = self.serials.get(target)
+        i = 0
+        while i < len(runs):
+            run = runs[i]
+            msg = self._update(target, key, run)
+            where = "" if len(runs) == 1 else f" (message {i + 1} of {len(runs)}; the " \
+                f"{i} before it were applied)"
+            try:  # tcp() renders the message before any I/O: TooBig means nothing was sent
+                reply = await dns.asyncquery.tcp(msg, self.host, timeout=self.timeout,
+                                                 port=self.port)
+            except dns.exception.TooBig:
+                if len(run) == 1:
+                    raise self._error(target, f"one change does not fit in an UPDATE: "
+                                      f"{run[0].describe()[:200]}") from None
+                runs[i:i + 1] = [run[:len(run) // 2], run[len(run) // 2:]]
+                continue
+            except Exception as exc:
+                self.sent["update"] += 1
+                err = self._classify(target, key, exc, "update" + where)
+                raise err from None
+            i += 1
+            self.sent["update"] += 1
+            rcode = reply.rcode()
+            if rcode == dns.rcode.NOERROR:
+                continue
+            text = dns.rcode.to_text(rcode)
+            if rcode in _CONFLICT_RCODES:
+                raise Conflict(f"prerequisite failed ({text}){where}")
+            if rcode == dns.rcode.SERVFAIL:
+                raise Transient(f"update failed: SERVFAIL (see the server log){where}")
+            raise self._error(target, f"update rejected: {text}: "
+                              f"{_RCODE_HELP.get(rcode, 'see the server log')}{where}")
+        if serial_before is not None:
+            serial = await self.soa_serial(target)
+            if not dns.serial.Serial(serial) > dns.serial.Serial(serial_before):
+                raise self._error(target, f"the server answered NOERROR but the SOA serial "
+                                  f"did not move ({serial_before} -> {serial})")
+
+    async def aclose(self) -> None:
+        return None
+
+    # helpers ------------------------------------------------------------------------------
+    async def soa_serial(self, target: Target) -> int:
+        key = self._key(target)
+        q = dns.message.make_query(target.zone, dns.rdatatype.SOA)
+        if key is not None:
+            q.use_tsig(key.keyring, key.dns_name, algorithm=key.wire_algorithm)
+        self.sent["query"] += 1
+        try:
+            reply = await dns.asyncquery.tcp(q, self.host, timeout=self.timeout, port=self.port)
+        except Exception as exc:
+            raise self._classify(target, key, exc, "SOA query") from None
+        rrset = reply.get_rrset(reply.answer, dns.name.from_text(target.zone), reply.question[0]
+                                .rdclass, dns.rdatatype.SOA)
+        if rrset is None:
+            raise self._error(target, f"no SOA in the answer ({dns.rcode.to_text(reply.rcode())})")
+        serial: int = rrset[0].serial
+        self.serials[target] = serial
+        return serial
+
+    def _key(self, target: Target) -> TsigKey | None:
+        if target.view is not None:
+            return self.views[target.view].key
+        return self.key
+
+    def _update(self, target: Target, key: TsigKey | None,
+                changes: Sequence[Change]) -> dns.update.UpdateMessage:
+        msg = dns.update.UpdateMessage(target.zone) if key is None else dns.update.UpdateMessage(
+            target.zone, keyring=key.keyring, keyname=key.dns_name,
+            keyalgorithm=key.wire_algorithm)
+        for c in changes:
+            if c.before is None:
+                msg.absent(c.name, c.rdtype)
+            else:  # value dependent: the RRset as read, TTL 0 (RFC 2136 section 2.4.2)
+                prereq = c.before.copy()  # type: ignore[no-untyped-call]  # no rehashing
+                prereq.ttl = 0
+                msg.prerequisite.append(prereq)
+        for c in changes:  # deletes first: a name never holds CNAME and addresses at once
+            if c.before is not None:
+                msg.delete(c.name, c.rdtype)
+        # the new RRsets go in as they are (class IN, their TTL): re-adding rdata one by one
+        # through UpdateMessage.add would rehash every one of them
+        msg.update.extend(c.after for c in changes if c.after is not None)
+        return msg
+
+    def _error(self, target: Target, message: str) -> BackendError:
+        return BackendError(self.name, f"{target.label}: {message} "
+                            f"(server {self.host}:{self.port})")
+
+    def _classify(self, target: Target, key: TsigKey | None, exc: Exception,
+                  what: str) -> Exception:
+        """A clear BackendError for what will not fix itself; Transient for what may."""
+        who = key.describe() if key is not None else "an unsigned request"
+        if isinstance(exc, dns.tsig.PeerBadKey):
+            return self._error(target, f"{what}: {who} rejected by the server: BADKEY (the "
+                               "server does not know a key of this name and algorithm)")
+        if isinstance(exc, dns.tsig.PeerBadSignature):
+            return self._error(target, f"{what}: {who} rejected by the server: BADSIG (the "
+                               "secret does not match the server's)")
+        if isinstance(exc, dns.tsig.PeerBadTime):
+            return self._error(target, f"{what}: {who} rejected by the server: BADTIME "
+                               "(the clocks differ too much)")
+        if isinstance(exc, dns.tsig.PeerError | dns.tsig.BadSignature | dns.tsig.BadKey):
+            return self._error(target, f"{what}: TSIG failure with {who}: {exc}")
+        if isinstance(exc, TimeoutError | dns.exception.Timeout):
+            return Transient(f"{what}: no answer from {self.host}:{self.port} "
+                             f"within {self.timeout:g}s")
+        if isinstance(exc, ConnectionRefusedError):
+            return Transient(f"{what}: connection refused by "
+                             f"{self.host}:{self.port} (server down?)")
+        if isinstance(exc, OSError | EOFError | dns.exception.DNSException):
+            return Transient(f"{what}: {type(exc).__name__}: {exc}")
+        return exc
+

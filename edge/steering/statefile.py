@@ -1,0 +1,147 @@
+"""What survives a restart: link states and the last applied plan (the engine's file), and
+operator overrides (the operator's file), both JSON in ``guard.state_dir``.
+
+Two files so that the engine and the ``edgesteer override`` command never write the same
+file: ``engine.json`` is written by the engine after every applied plan, ``overrides.json``
+by the command; the engine re-reads the latter every cycle. Every write is atomic (a temp
+file in the same directory, fsync, rename), so a crash leaves the old or the new file,
+never half of one. A file that cannot be read is reported and treated as absent: the
+engine then starts from the configured defaults (every link UNKNOWN, serving).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from edge.config.schema import Config
+from edge.health.state import HealthSnapshot, HealthState
+from edge.plan import AnswerSet, Plan, Reason, WeightedAnswer
+
+log = logging.getLogger(__name__)
+
+ENGINE_FILE = "engine.json"
+OVERRIDES_FILE = "overrides.json"
+FORMAT = 1
+
+
+class StateFileError(ValueError):
+    """A state file exists but is not what it should be."""
+
+
+def state_dir(config: Config) -> Path | None:
+    """``guard.state_dir`` resolved against the config file's directory, or None."""
+    raw = config.guard.state_dir
+    if raw is None:
+        return None
+    p = Path(raw)
+    return p if p.is_absolute() else Path(config.source).resolve().parent / p
+
+
+def write_json_atomic(path: Path, body: Any) -> None:
+    """Write ``body`` as JSON to ``path`` atomically (temp + fsync + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(body, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``; None when it does not exist; StateFileError when unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateFileError(f"{path}: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StateFileError(f"{path}: not JSON: {exc}") from None
+
+
+# --- plans as JSON ------------------------------------------------------------------------
+
+
+def _answer(obj: Mapping[str, Any]) -> WeightedAnswer:
+    return WeightedAnswer(rrtype=obj["rrtype"], value=str(obj["value"]),
+                          weight=float(obj["weight"]), link=str(obj["link"]),
+                          pool=str(obj["pool"]), tier=int(obj["tier"]))
+
+
+def answer_set_from_json(obj: Mapping[str, Any]) -> AnswerSet:
+    return AnswerSet(
+        service=str(obj["service"]), segment=str(obj["segment"]), ttl=int(obj["ttl"]),
+        tier=int(obj["tier"]), answers=tuple(_answer(a) for a in obj["answers"]),
+        reasons=tuple(Reason(str(r["code"]), str(r["detail"]),
+                             MappingProxyType(dict(r.get("inputs", {}))))
+                      for r in obj.get("reasons", ())),
+        failing_over=bool(obj.get("failing_over", False)),
+        fail_open=bool(obj.get("fail_open", False)),
+        max_answers=int(obj.get("max_answers", 0)))
+
+
+def plan_from_json(obj: Mapping[str, Any]) -> Plan:
+    """The inverse of ``Plan.to_json`` (the checksum is recomputed, not trusted)."""
+    answers = {}
+    for a in obj["answers"]:
+        aset = answer_set_from_json(a)
+        answers[(aset.service, aset.segment)] = aset
+    return Plan(version=int(obj["version"]), created_at=float(obj["created_at"]),
+                inputs_digest=str(obj.get("inputs_digest", "")),
+                answers=MappingProxyType(answers))
+
+
+# --- the engine's file ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    saved_at: float
+    links: Mapping[str, HealthState]
+    plan: Plan | None
+
+
+def save_engine_state(directory: Path, snapshot: HealthSnapshot, plan: Plan | None,
+                      now: float) -> None:
+    body = {"format": FORMAT, "saved_at": now,
+            "links": {name: {"state": str(lh.state), "since": lh.since, "reason": lh.reason}
+                      for name, lh in snapshot.links.items()},
+            "plan": plan.to_json() if plan is not None else None}
+    write_json_atomic(directory / ENGINE_FILE, body)
+
+
+def load_engine_state(directory: Path) -> EngineState | None:
+    """The persisted engine state; None when absent or unreadable (reported)."""
+    path = directory / ENGINE_FILE
+    try:
+        body = read_json(path)
+        if body is None:
+            return None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise StateFileError(f"{path}: not an edgesteer engine state (format {FORMAT})")
+        links = {str(k): HealthState(v["state"]) for k, v in body["links"].items()}
+        plan = plan_from_json(body["plan"]) if body.get("plan") else None
+        return EngineState(float(body["saved_at"]), MappingProxyType(links), plan)
+    except StateFileError as exc:
+        log.warning("ignoring the engine state, starting from defaults: %s", exc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("ignoring the engine state %s, starting from defaults: %r", path, exc)
+    return None
