@@ -22,10 +22,12 @@ and at a managed name only A, AAAA and CNAME. Everything is compared on (TTL, rd
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import dns.exception
 import dns.name
 import dns.rdata
 import dns.rdataclass
@@ -55,20 +57,47 @@ RRKey = tuple[dns.name.Name, dns.rdatatype.RdataType]
 RRsets = dict[RRKey, dns.rrset.RRset]
 
 
+class _SharedName(dns.name.Name):
+    """A Name that computes its hash once. dnspython hashes a Name character by character
+    on every dict lookup; the diff looks every managed name up several times per pass."""
+
+    __slots__ = ("_hash",)
+    _hash: int
+
+    def __init__(self, labels: tuple[bytes, ...]) -> None:
+        super().__init__(labels)
+        object.__setattr__(self, "_hash", dns.name.Name.__hash__(self))  # Name is immutable
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[_SharedName], tuple[tuple[bytes, ...]]]:
+        return _SharedName, (self.labels,)
+
+
 @functools.lru_cache(maxsize=65536)
 def name_of(text: str) -> dns.name.Name:
     """One shared Name object per service name: dict keys built from it then match by
-    identity, where comparing two equal dnspython Names costs a label-by-label walk."""
-    return dns.name.from_text(text)
+    identity, where comparing two equal dnspython Names costs a label-by-label walk, and
+    its hash is computed once (``_SharedName``)."""
+    return _SharedName(dns.name.from_text(text).labels)
 
 
+@functools.lru_cache(maxsize=65536)
 def make_rdata(rdtype: dns.rdatatype.RdataType, value: str) -> dns.rdata.Rdata:
     """A, AAAA or CNAME rdata built directly (no zone-file tokenizer): this runs for every
-    answer of every plan and every record read back."""
-    if rdtype == A:
-        return dns.rdtypes.IN.A.A(IN, A, value)  # type: ignore[no-untyped-call]
-    if rdtype == AAAA:
-        return dns.rdtypes.IN.AAAA.AAAA(IN, AAAA, value)  # type: ignore[no-untyped-call]
+    answer of every plan and every record read back. Rdata objects are immutable, so one
+    object per value is shared (a few hundred addresses serve thousands of names)."""
+    try:  # the C parser (strict dotted quad / RFC 4291 text); dnspython then only formats
+        if rdtype == A:
+            return dns.rdtypes.IN.A.A(  # type: ignore[no-untyped-call]
+                IN, A, socket.inet_pton(socket.AF_INET, value))
+        if rdtype == AAAA:
+            return dns.rdtypes.IN.AAAA.AAAA(  # type: ignore[no-untyped-call]
+                IN, AAAA, socket.inet_pton(socket.AF_INET6, value))
+    except (OSError, ValueError, TypeError):
+        raise dns.exception.SyntaxError(  # type: ignore[no-untyped-call]
+            f"not an {rdtype.name} address: {value!r}") from None
     return dns.rdtypes.ANY.CNAME.CNAME(  # type: ignore[no-untyped-call]
         IN, CNAME, dns.name.from_text(value))
 
@@ -88,21 +117,32 @@ def _pick(answers: Sequence[WeightedAnswer], mode: AnswersMode,
 
 def answer_rrsets(aset: AnswerSet, name: dns.name.Name, mode: AnswersMode,
                   max_answers: int) -> list[dns.rrset.RRset]:
-    """The RRsets a plain server holds at ``name`` for one answer set (see module docstring)."""
-    addresses = [a for a in aset.answers if a.rrtype in ("A", "AAAA")]
-    cnames = [a for a in aset.answers if a.rrtype == "CNAME"]
+    """The RRsets a plain server holds at ``name`` for one answer set (see module docstring).
+
+    Memoized on the answer set's content: a new plan version usually changes a few sets,
+    and the RRsets of the others are then the same objects as before (no rebuilding, and
+    ``same`` compares them by identity). Nothing mutates an RRset once built.
+    """
+    limit = aset.max_answers if aset.max_answers > 0 else max_answers
+    return list(_answer_rrsets(name, aset.ttl, aset.answers, mode, limit))
+
+
+@functools.lru_cache(maxsize=16384)
+def _answer_rrsets(name: dns.name.Name, ttl: int, answers: tuple[WeightedAnswer, ...],
+                   mode: AnswersMode, limit: int) -> tuple[dns.rrset.RRset, ...]:
+    addresses = [a for a in answers if a.rrtype in ("A", "AAAA")]
+    cnames = [a for a in answers if a.rrtype == "CNAME"]
     if cnames and (not addresses or (not any(a.weight > 0 for a in addresses)
                                      and any(c.weight > 0 for c in cnames))):
         best = sorted(_pick(cnames, "top", 1), key=lambda a: (-a.weight, a.value))[0]
-        return [dns.rrset.from_rdata_list(name, aset.ttl, [make_rdata(CNAME, best.value)])]
-    limit = aset.max_answers if aset.max_answers > 0 else max_answers
+        return (dns.rrset.from_rdata_list(name, ttl, [make_rdata(CNAME, best.value)]),)
     out = []
     for rrtype, rdtype in (("A", A), ("AAAA", AAAA)):
         chosen = _pick([a for a in addresses if a.rrtype == rrtype], mode, limit)
         if chosen:
             rdatas = [make_rdata(rdtype, a.value) for a in chosen]
-            out.append(dns.rrset.from_rdata_list(name, aset.ttl, rdatas))
-    return out
+            out.append(dns.rrset.from_rdata_list(name, ttl, rdatas))
+    return tuple(out)
 
 
 def answer_set_for(plan: Plan, service: str, segment: str) -> AnswerSet | None:
@@ -206,11 +246,23 @@ def _text(r: dns.rrset.RRset | None) -> str:
 def same(a: dns.rrset.RRset, b: dns.rrset.RRset) -> bool:
     """Equal in substance: TTL and the set of rdatas (order never matters in DNS).
 
-    Compared on presentation text: for A, AAAA and CNAME it is canonical, and far cheaper
-    than dnspython's rdata equality, which renders both sides to wire format.
+    The same object (a state a store kept from its last verified write) is equal at once.
+    A and AAAA compare their ``address`` attribute (dnspython keeps it canonical), CNAME
+    its target; anything else its presentation text. All far cheaper than dnspython's
+    rdata equality, which renders both sides to wire format.
     """
-    return (a.ttl == b.ttl and a.rdtype == b.rdtype and len(a) == len(b)
-            and {r.to_text() for r in a} == {r.to_text() for r in b})
+    if a is b:
+        return True
+    if a.ttl != b.ttl or a.rdtype != b.rdtype or len(a) != len(b):
+        return False
+    if a.rdtype in _ADDRESS_TYPES:
+        return {r.address for r in a} == {r.address for r in b}
+    if a.rdtype == CNAME:
+        return {r.target for r in a} == {r.target for r in b}
+    return {r.to_text() for r in a} == {r.to_text() for r in b}
+
+
+_ADDRESS_TYPES = frozenset({A, AAAA})
 
 
 def diff(existing: Mapping[RRKey, dns.rrset.RRset],
@@ -221,17 +273,22 @@ def diff(existing: Mapping[RRKey, dns.rrset.RRset],
     (a server ignores a CNAME added next to other data, RFC 2136 section 3.4.2.2).
     """
     deletes, upserts = [], []
-    for key in sorted(set(existing) | set(wanted), key=_order):
-        before, after = existing.get(key), wanted.get(key)
-        if after is None and before is not None:
-            deletes.append(Change(key[0], key[1], before, None))
-        elif after is not None and (before is None or not same(before, after)):
+    for key, gone in existing.items():
+        if key not in wanted:
+            deletes.append(Change(key[0], key[1], gone, None))
+    for key, after in wanted.items():
+        before = existing.get(key)
+        if before is None or not same(before, after):
             upserts.append(Change(key[0], key[1], before, after))
+    deletes.sort(key=lambda c: _order((c.name, c.rdtype)))
+    upserts.sort(key=lambda c: _order((c.name, c.rdtype)))
     return tuple(deletes + upserts)
 
 
-def _order(key: RRKey) -> tuple[str, int]:
-    return key[0].to_text(), int(key[1])  # Name ordering (fullcompare) is far slower
+def _order(key: RRKey) -> tuple[tuple[bytes, ...], int]:
+    """A stable order for the changes: by the name's labels (rendering 1,000 names to
+    text, or dnspython's ``fullcompare``, costs more than the diff itself), then type."""
+    return key[0].labels, int(key[1])
 
 
 # Segments -> what a server can match clients on ----------------------------------------------

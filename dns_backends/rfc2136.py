@@ -2,13 +2,30 @@
 
 Reads a zone by AXFR (the key must be allowed to transfer), writes by UPDATE over TCP:
 
-- every change carries a prerequisite stating what we read (RFC 2136 section 2.4: "RRset
-  exists, value dependent" or "RRset does not exist"), so an edit made by hand between our
-  read and our write makes the server refuse (YXRRSET / NXRRSET) instead of being clobbered
-  silently; ``SyncBackend`` then reads again and logs the conflict;
+- an UPDATE carries a prerequisite stating what we read (RFC 2136 section 2.4), so an edit
+  made by hand between our read and our write makes the server refuse (NXRRSET / YXRRSET)
+  instead of being clobbered silently; ``SyncBackend`` then reads again and logs the
+  conflict. When the whole write fits one message, the prerequisite is the zone's SOA as
+  we read it ("RRset exists, value dependent"): any edit anywhere in the zone bumps the
+  serial, so it is stricter than one prerequisite per RRset and costs one record instead of
+  a thousand. After such a conflict, and for writes split across messages, every changed
+  RRset carries its own prerequisite ("exists, value dependent" / "does not exist"), so a
+  busy zone with other writers still converges;
 - as many changes as fit go in one message (65,535 bytes over TCP, TSIG included); changes
   only split across messages when they must;
 - after writing, the SOA serial must have moved forward, or the server did not take it.
+
+What "verified" means here: the server applies an UPDATE atomically, all or nothing, and
+the prerequisite proved the zone was exactly what we had read. So when the serial then
+moved by exactly one (BIND's and Knot's default serial policy: one increment per UPDATE,
+hence no other writer in between), the zone's managed records *are* what we read plus our
+changes, i.e. the desired state: it becomes the known state, and the read that verifies it
+costs nothing more than the SOA query ``write`` made. The one thing a server may silently
+drop from an accepted UPDATE is a CNAME added next to other data (RFC 2136 section
+3.4.2.2): a write adding a CNAME, a serial that moved by more than one, or a split write
+is verified by a full AXFR instead.
+A full AXFR is also done at least every ``full_read_s`` and whenever the serial moved
+without us.
 
 BIND views: each view is reached with its own TSIG key (``match-clients { key K; ... }``),
 so an update, a transfer and a verifying query signed with K all land in that view. See
@@ -36,6 +53,7 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.serial
@@ -47,6 +65,7 @@ import dns.zone
 from dns_backends.base import BackendError
 from dns_backends.reconcile import Conflict, Target, Transient
 from dns_backends.records import (
+    CNAME,
     AnswersMode,
     Change,
     RRsets,
@@ -174,8 +193,8 @@ def batches(changes: Sequence[Change], limit: int = MAX_MESSAGE - _HEADROOM
 
 
 async def axfr(host: str, port: int, query: dns.message.Message, origin: dns.name.Name,
-               timeout: float) -> tuple[int, list[dns.rrset.RRset]]:  # noqa: ASYNC109
-    """(SOA serial, every RRset) of a zone by AXFR over TCP, TSIG checked on each message.
+               timeout: float) -> tuple[dns.rrset.RRset, list[dns.rrset.RRset]]:  # noqa: ASYNC109
+    """(SOA RRset, every other RRset) of a zone by AXFR over TCP, TSIG checked on each message.
 
     ``dns.asyncquery.inbound_xfr`` builds a ``dns.zone.Zone`` through transactions, which
     costs more than the transfer itself for the few thousand records we read per pass;
@@ -187,7 +206,7 @@ async def axfr(host: str, port: int, query: dns.message.Message, origin: dns.nam
         writer.write(struct.pack("!H", len(wire)) + wire)
         await writer.drain()
         merged: dict[tuple[dns.name.Name, dns.rdatatype.RdataType], dns.rrset.RRset] = {}
-        serial: int | None = None
+        soa: dns.rrset.RRset | None = None
         tsig_ctx = None
         first = True
         while True:
@@ -202,13 +221,13 @@ async def axfr(host: str, port: int, query: dns.message.Message, origin: dns.nam
             if r.rcode() != dns.rcode.NOERROR:
                 raise dns.xfr.TransferError(r.rcode())  # type: ignore[no-untyped-call]
             for rrset in r.answer:  # each SOA is its own RRset in a transfer (dnspython)
-                if serial is None:
+                if soa is None:
                     if rrset.rdtype != dns.rdatatype.SOA:
                         raise dns.exception.FormError(  # type: ignore[no-untyped-call]
                             "the transfer does not start with the zone's SOA")
-                    serial = rrset[0].serial
+                    soa = rrset
                 elif rrset.rdtype == dns.rdatatype.SOA and rrset.name == origin:
-                    return serial, list(merged.values())  # the closing SOA
+                    return soa, list(merged.values())  # the closing SOA
                 else:  # a transfer may split an RRset across RRs and messages: merge
                     key = (rrset.name, rrset.rdtype)
                     found = merged.get(key)
@@ -240,6 +259,9 @@ class Rfc2136Store:
         self.timeout = timeout
         self.sent: Counter[str] = Counter()  # messages by kind: update, axfr, query
         self.serials: dict[Target, int] = {}
+        self._soa: dict[Target, dns.rrset.RRset] = {}  # the SOA RRset as last read
+        self._per_rrset: set[Target] = set()  # after an SOA-prerequisite conflict
+        self._just_verified: dict[Target, float] = {}  # write() proved the state, when
         # target -> (serial, when, managed RRsets) of the last transfer
         self._cache: dict[Target, tuple[int, float, RRsets]] = {}
         self.full_read_s = full_read_s
@@ -257,6 +279,11 @@ class Rfc2136Store:
         """The managed RRsets; by AXFR, unless the SOA serial says nothing changed since the
         last transfer (less than ``full_read_s`` ago): then one SOA query is enough."""
         cached = self._cache.get(target)
+        proved = self._just_verified.pop(target, None)
+        if proved is not None and cached is not None and time.monotonic() - proved < 1.0:
+            # the read right after our write: write() has just proved the state (SOA
+            # prerequisite, serial +1) with its own SOA query; a second one adds nothing
+            return dict(cached[2])
         if (cached is not None and time.monotonic() - cached[1] < self.full_read_s
                 and await self.soa_serial(target) == cached[0]):
             return dict(cached[2])
@@ -273,24 +300,28 @@ class Rfc2136Store:
         self.sent["axfr"] += 1
         try:
             async with asyncio.timeout(self.timeout * 3):
-                serial, rrsets = await axfr(self.host, self.port, query, origin, self.timeout)
+                soa, rrsets = await axfr(self.host, self.port, query, origin, self.timeout)
         except dns.xfr.TransferError as exc:
             raise self._error(target, f"zone transfer refused ({dns.rcode.to_text(exc.rcode)})"
                               ": the key must be allowed to transfer the zone (allow-transfer,"
                               " Knot acl action transfer)") from None
         except Exception as exc:
             raise self._classify(target, key, exc, "zone transfer") from None
-        self.serials[target] = serial
+        self.serials[target] = soa[0].serial
+        self._soa[target] = soa
         return managed(rrsets, managed_names(self.services, target.zone))
 
     async def write(self, target: Target, changes: Sequence[Change], wanted: RRsets) -> None:
+        self._just_verified.pop(target, None)
         key = self._key(target)
         runs = batches(changes)
         serial_before = self.serials.get(target)
+        soa = self._soa.get(target) if target not in self._per_rrset else None
         i = 0
         while i < len(runs):
             run = runs[i]
-            msg = self._update(target, key, run)
+            whole = soa if len(runs) == 1 else None
+            msg = self._update(target, key, run, whole)
             where = "" if len(runs) == 1 else f" (message {i + 1} of {len(runs)}; the " \
                 f"{i} before it were applied)"
             try:  # tcp() renders the message before any I/O: TooBig means nothing was sent
@@ -313,16 +344,30 @@ class Rfc2136Store:
                 continue
             text = dns.rcode.to_text(rcode)
             if rcode in _CONFLICT_RCODES:
+                if whole is not None:  # retry with per-RRset prerequisites
+                    self._per_rrset.add(target)
                 raise Conflict(f"prerequisite failed ({text}){where}")
             if rcode == dns.rcode.SERVFAIL:
                 raise Transient(f"update failed: SERVFAIL (see the server log){where}")
             raise self._error(target, f"update rejected: {text}: "
                               f"{_RCODE_HELP.get(rcode, 'see the server log')}{where}")
-        if serial_before is not None:
-            serial = await self.soa_serial(target)
-            if not dns.serial.Serial(serial) > dns.serial.Serial(serial_before):
-                raise self._error(target, f"the server answered NOERROR but the SOA serial "
-                                  f"did not move ({serial_before} -> {serial})")
+        self._per_rrset.discard(target)
+        if serial_before is None:
+            return
+        serial = await self.soa_serial(target)
+        if not dns.serial.Serial(serial) > dns.serial.Serial(serial_before):
+            raise self._error(target, f"the server answered NOERROR but the SOA serial "
+                              f"did not move ({serial_before} -> {serial})")
+        cached = self._cache.get(target)
+        if (len(runs) == 1 and cached is not None and cached[0] == serial_before
+                and serial == (serial_before + 1) % 2**32
+                and not any(c.after is not None and c.rdtype == CNAME for c in changes)):
+            # the zone was what we read (prerequisite), the UPDATE applied whole, nobody
+            # else wrote (serial +1): it now holds ``wanted`` (module docstring, "verified")
+            self._cache[target] = (serial, cached[1], dict(wanted))
+            self._just_verified[target] = time.monotonic()
+        else:
+            self._cache.pop(target, None)  # the verifying read transfers the zone
 
     async def aclose(self) -> None:
         return None
@@ -344,6 +389,7 @@ class Rfc2136Store:
             raise self._error(target, f"no SOA in the answer ({dns.rcode.to_text(reply.rcode())})")
         serial: int = rrset[0].serial
         self.serials[target] = serial
+        self._soa[target] = rrset
         return serial
 
     def _key(self, target: Target) -> TsigKey | None:
@@ -351,21 +397,31 @@ class Rfc2136Store:
             return self.views[target.view].key
         return self.key
 
-    def _update(self, target: Target, key: TsigKey | None,
-                changes: Sequence[Change]) -> dns.update.UpdateMessage:
+    def _update(self, target: Target, key: TsigKey | None, changes: Sequence[Change],
+                soa: dns.rrset.RRset | None = None) -> dns.update.UpdateMessage:
+        """The UPDATE for ``changes``: prerequisite the zone's ``soa`` as read when given,
+        else one per changed RRset (see the module docstring)."""
         msg = dns.update.UpdateMessage(target.zone) if key is None else dns.update.UpdateMessage(
             target.zone, keyring=key.keyring, keyname=key.dns_name,
             keyalgorithm=key.wire_algorithm)
-        for c in changes:
-            if c.before is None:
-                msg.absent(c.name, c.rdtype)
-            else:  # value dependent: the RRset as read, TTL 0 (RFC 2136 section 2.4.2)
-                prereq = c.before.copy()  # type: ignore[no-untyped-call]  # no rehashing
-                prereq.ttl = 0
-                msg.prerequisite.append(prereq)
-        for c in changes:  # deletes first: a name never holds CNAME and addresses at once
-            if c.before is not None:
-                msg.delete(c.name, c.rdtype)
+        if soa is not None:  # value dependent: the RRset as read, TTL 0 (RFC 2136 2.4.2)
+            prereq = soa.copy()  # type: ignore[no-untyped-call]
+            prereq.ttl = 0
+            msg.prerequisite.append(prereq)
+        else:
+            for c in changes:
+                if c.before is None:
+                    msg.absent(c.name, c.rdtype)
+                else:
+                    prereq = c.before.copy()  # type: ignore[no-untyped-call]  # no rehashing
+                    prereq.ttl = 0
+                    msg.prerequisite.append(prereq)
+        # deletes first: a name never holds CNAME and addresses at once. "Delete an RRset"
+        # (RFC 2136 2.5.2: class ANY, TTL 0, no rdata) built directly, as msg.delete()
+        # would, minus its per-call lookup in the message's RRset index
+        msg.update.extend(dns.rrset.RRset(c.name, dns.rdataclass.IN, c.rdtype,
+                                          dns.rdatatype.NONE, dns.rdataclass.ANY)
+                          for c in changes if c.before is not None)
         # the new RRsets go in as they are (class IN, their TTL): re-adding rdata one by one
         # through UpdateMessage.add would rehash every one of them
         msg.update.extend(c.after for c in changes if c.after is not None)

@@ -174,6 +174,8 @@ class Plan:
         changes = []
         for key in keys:
             before, after = self.answers.get(key), newer.answers.get(key)
+            if before is after is not None:
+                continue  # the same object (an incremental plan shares what it kept)
             if before is None or after is None or before.content() != after.content():
                 changes.append(AnswerChange(key, before, after))
         routes = []

@@ -105,3 +105,31 @@ def test_a_failing_backend_is_named_and_the_others_still_apply(
     assert "applied 1 changes, verified." in captured.out  # the zone file went out
     assert main(["apply", cfg, "--backend", "nope"]) == 2
     assert "no backend nope (backends: bind, files)" in capsys.readouterr().err
+
+
+def test_plan_backends_shows_the_per_backend_diff_and_writes_nothing(
+        tmp_path: Path, named: tuple[ServerProcess, TsigKey],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    server, key = named
+    cfg = str(write_config(tmp_path, server, key.secret))
+    assert main(["plan", cfg, "--backends"]) == 0
+    out = capsys.readouterr().out
+    assert f"backend bind (rfc2136 127.0.0.1:{server.port})" in out
+    assert "+ www.example.hk. A ttl=60 203.0.113.10 203.0.113.11" in out
+    assert "changes, verified" not in out
+    assert query(server.host, server.port, "www.example.hk")[1] == set()
+    assert not (tmp_path / "zones").exists()
+    assert main(["plan", cfg]) == 0
+    assert "backend bind" not in capsys.readouterr().out  # only when asked
+
+    assert main(["apply", cfg, "--backend", "bind"]) == 0
+    capsys.readouterr()
+    assert main(["plan", cfg, "--backends", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    bind, files = report["backends"]
+    assert bind["name"] == "bind" and bind["targets"][0]["changes"] == []
+    assert files["targets"][0]["changes"][0]["action"] == "create"
+
+    bad = str(write_config(tmp_path, server, new_key().secret))
+    assert main(["plan", bad, "--backends"]) == 1
+    assert "backend bind: FAILED" in capsys.readouterr().err

@@ -129,8 +129,11 @@ def test_rrl_drops_and_slips_over_the_limit(tmp_path: Path) -> None:
                     break
         full = [r for r in replies if r.answer]
         slipped = [r for r in replies if r.flags & dns.flags.TC and not r.answer]
-        assert 5 <= len(full) <= 8  # the burst, plus what refills meanwhile
-        assert len(slipped) >= 14 and len(replies) < 40  # every 2nd over the limit
+        # the burst of 5, plus what refills at 5/s while the 40 arrive (slack for a slow box)
+        assert 5 <= len(full) <= 15
+        over = 40 - len(full)
+        assert over // 2 - 1 <= len(slipped) <= over // 2 + 1  # every 2nd over the limit
+        assert len(replies) == len(full) + len(slipped)  # the rest were dropped
         assert all(r.question[0].name.to_text() == "www.example.hk." for r in slipped)
         over_tcp = dns.query.tcp(q, "127.0.0.1", port=port, timeout=2)  # TCP is not limited
         assert values(over_tcp) == LOCAL_ANSWER

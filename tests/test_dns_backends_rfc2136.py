@@ -309,3 +309,72 @@ async def test_every_common_tsig_algorithm(tmp_path: Path) -> None:
             assert query(server.host, server.port, "www.example.hk")[1] == {f"192.0.2.{i + 1}"}
     finally:
         server.stop()
+
+
+async def test_a_verified_write_becomes_the_known_state_without_a_transfer(
+        primary: Primary) -> None:
+    """After an UPDATE guarded by the SOA and a serial +1, the verifying read and the next
+    pass cost one SOA query each; a write adding a CNAME is verified by a full AXFR."""
+    addresses = plan(1, {("www.example.hk", "default"): [("A", "192.0.2.1", 1)],
+                         ("api.example.hk", "default"): [("A", "192.0.2.10", 1)]})
+    moved = plan(2, {("www.example.hk", "default"): [("A", "192.0.2.2", 1)],
+                     ("api.example.hk", "default"): [("A", "192.0.2.11", 1)]})
+    backend = primary.backend()
+    store = store_of(backend)
+    await backend.apply(addresses)
+    assert store.sent["axfr"] == 1  # the first read only
+    assert (await backend.apply(moved)).changed == 2
+    assert store.sent["axfr"] == 1 and store.sent["update"] == 2
+    assert primary.q("www.example.hk")[1] == {"192.0.2.2"}
+    assert primary.q("api.example.hk")[1] == {"192.0.2.11"}
+    assert (await backend.apply(moved)).changed == 0
+    assert store.sent["axfr"] == 1
+    await backend.apply(PLAN1)  # adds a CNAME: a server may drop that silently
+    assert store.sent["axfr"] == 2
+    # a hand edit moves the serial without us: the next pass transfers and repairs it
+    _nsupdate(primary, "update delete www.example.hk A\nupdate add www.example.hk 60 A "
+              "198.51.100.9")
+    assert (await backend.apply(PLAN1)).changed == 1 and backend.stats.drift == 1
+    assert store.sent["axfr"] == 3
+    assert primary.q("www.example.hk")[1] == {"192.0.2.1", "192.0.2.2"}
+
+
+async def test_a_cname_the_server_drops_silently_is_caught_by_the_verify(
+        primary: Primary) -> None:
+    """RFC 2136 3.4.2.2: a CNAME added next to other data is ignored, yet NOERROR."""
+    _nsupdate(primary, 'update add cdn.example.hk 60 TXT "not ours"')
+    backend = primary.backend()
+    alone = plan(1, {("cdn.example.hk", "default"): [("CNAME", "edge.cdn.example.net", 1)]})
+    with pytest.raises(BackendError, match=r"NOERROR but the SOA serial did not move"):
+        await backend.apply(alone)  # nothing else in the UPDATE: the serial says it
+    both = plan(2, {("cdn.example.hk", "default"): [("CNAME", "edge.cdn.example.net", 1)],
+                    ("www.example.hk", "default"): [("A", "192.0.2.1", 1)]})
+    with pytest.raises(BackendError, match=r"verify after write found 1 RRsets still "
+                       r"different.*cdn\.example\.hk\. CNAME"):
+        await backend.apply(both)  # the serial moved (www): the transfer shows it
+    assert primary.q("cdn.example.hk", "CNAME")[1] == set()
+    assert primary.q("www.example.hk")[1] == {"192.0.2.1"}
+
+
+async def test_an_edit_elsewhere_in_the_zone_between_read_and_write(
+        primary: Primary, caplog: pytest.LogCaptureFixture) -> None:
+    """The SOA prerequisite refuses on any edit; the retry with per-RRset prerequisites
+    then succeeds, and the unrelated edit stays."""
+    edits: list[int] = []
+
+    class RacingStore(Rfc2136Store):
+        async def write(self, target: Target, changes: Sequence[Change],
+                        wanted: RRsets) -> None:
+            if not edits:
+                edits.append(1)
+                _nsupdate(primary, "update add hand.example.hk 60 A 198.51.100.8")
+            await super().write(target, changes, wanted)
+
+    store = RacingStore("racer", (primary.server.host, primary.server.port), [ZONE], SERVICES,
+                        key=primary.key, timeout=1.0)
+    backend = SyncBackend(store, retry=FAST)
+    await backend.apply(PLAN1)
+    assert backend.stats.conflicts == 1 and store.sent["update"] == 2
+    assert primary.q("www.example.hk")[1] == {"192.0.2.1", "192.0.2.2"}
+    assert primary.q("hand.example.hk")[1] == {"198.51.100.8"}
+    assert (await backend.apply(PLAN1)).changed == 0

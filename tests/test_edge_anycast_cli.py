@@ -48,3 +48,21 @@ def test_exabgp_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_bad_state(cfg_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["anycast", str(cfg_file), "--state", "nope=down"]) == 2
     assert "--state 'nope=down'" in capsys.readouterr().err
+
+
+def test_plan_and_explain_show_anycast(cfg_file: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(cfg_file), "--state", "cn2=down"]) == 0
+    out = capsys.readouterr().out
+    assert "anycast (5 prefix/session entries):" in out
+    assert "[bgp.withdraw] link cn2 is down (hard down): withdrawn" in out
+    assert main(["plan", str(cfg_file), "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert len(body["plan"]["announcements"]) == 5
+    assert main(["explain", str(cfg_file), "192.0.2.0/24", "--state", "ntt=degraded"]) == 0
+    out = capsys.readouterr().out
+    assert "192.0.2.0/24         via ntt          announce, tier 2, prepend 5" in out
+    assert "2001:db8::/32" not in out
+    assert main(["explain", str(cfg_file), "2001:db8::/32", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert [a["session"] for a in body["announcements"]] == ["cn2", "ntt"]

@@ -317,3 +317,33 @@ async def test_tls(tmp_path: Path) -> None:
         with pytest.raises((ConnectionError, TimeoutError)):
             await plain.ping()
         await plain.aclose()
+
+
+# --- from the config ----------------------------------------------------------------------
+
+
+def test_bus_section_picks_the_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.buses import BusConfigError, make_bus, redis_settings
+    from edge.config.loader import ConfigInvalid, parse_config
+    from probes.bus.memory import MemoryBus
+    from tests.test_edge_leader import config_text
+
+    text = config_text("redis://127.0.0.1:1/0")
+    assert isinstance(make_bus(parse_config(text.split("\nbus:")[0])), MemoryBus)  # default
+    with pytest.raises(ConfigInvalid, match="add `kind: redis`"):
+        parse_config(text.replace("kind: redis, ", ""))
+    sentinel = text.replace('url: "redis://127.0.0.1:1/0"', 'sentinels: ["10.0.0.1:26379", '
+                            '"sentinel-b.example:26379"], master: edge, username: steer, '
+                            'password_env: ES_TEST_PW, tls: {ca_file: /etc/ca.pem}')
+    config = parse_config(sentinel)
+    with pytest.raises(BusConfigError, match="ES_TEST_PW"):
+        redis_settings(config.bus)
+    monkeypatch.setenv("ES_TEST_PW", "pw")
+    s = redis_settings(config.bus)
+    assert (s.mode, s.sentinels, s.master, s.username, s.password, s.tls, s.tls_ca_file) == (
+        "sentinel", (("10.0.0.1", 26379), ("sentinel-b.example", 26379)), "edge", "steer",
+        "pw", True, "/etc/ca.pem")
+    bus = make_bus(parse_config(text))
+    assert isinstance(bus, RedisStreamsBus) and bus.group == "engine-hk-1"
+    assert bus.stream == "edgesteer:measurements" and bus.maxlen == 100_000
+    asyncio.run(bus.aclose())

@@ -71,9 +71,9 @@ def available() -> bool:
 class _Ring:
     """``BATCH`` message headers over one flat data buffer and one flat name buffer."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: bytearray | None = None) -> None:
         self.data = bytearray(BATCH * SLOT)
-        self.names = bytearray(BATCH * NAME)
+        self.names = names if names is not None else bytearray(BATCH * NAME)
         data_c = (ctypes.c_char * len(self.data)).from_buffer(self.data)
         names_c = (ctypes.c_char * len(self.names)).from_buffer(self.names)
         self._keep = (data_c, names_c)
@@ -120,7 +120,9 @@ class BatchedUdp:
         self._handle = handle
         self._on_send_drop = on_send_drop
         self._rx = _Ring()
-        self._tx = _Ring()
+        # Replies go to the addresses the queries came from: the send ring uses the receive
+        # ring's address buffer (a name moves only when an earlier datagram got no reply).
+        self._tx = _Ring(self._rx.names)
         self._v6 = sock.family == socket.AF_INET6
         self._tx.set_namelen(28 if self._v6 else 16)
         self._peers: dict[bytes, str] = {}
@@ -165,11 +167,12 @@ class BatchedUdp:
             out = 0
             view, names = rx.view, rx.name_view
             lens, stride, offset = rx.lens, rx.stride, rx.offset
-            tx_view, tx_names, tx_len = tx.view, tx.name_view, tx.iov_len
+            tx_view, tx_len = tx.view, tx.iov_len
             peers, handle = self._peers, self._handle
             for i in range(n):
                 start = i * SLOT
-                name = bytes(names[i * NAME:i * NAME + namelen])
+                at_name = i * NAME
+                name = bytes(names[at_name:at_name + namelen])
                 peer = peers.get(name)
                 if peer is None:
                     peer = self._peer(name)
@@ -179,7 +182,8 @@ class BatchedUdp:
                 at = out * SLOT
                 tx_view[at:at + len(reply)] = reply
                 tx_len[2 * out + 1] = len(reply)
-                tx_names[out * NAME:out * NAME + namelen] = name
+                if out != i:  # compact: slot ``out`` was read already
+                    names[out * NAME:out * NAME + namelen] = name
                 out += 1
             sent = 0
             while sent < out:

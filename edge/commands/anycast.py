@@ -19,6 +19,7 @@ from edge.commands.common import (
     snapshot_from_states,
 )
 from edge.config.schema import Config
+from edge.health.state import HealthSnapshot
 from edge.plan import Announcement, AnnouncementKey
 from edge.steering.anycast import explain_announcements, plan_anycast
 
@@ -83,4 +84,18 @@ def run(args: argparse.Namespace) -> int:
     print(explain_announcements(routes))
     if args.render:
         print(render(config, routes))
+    return 0
+
+
+def explain_prefix(config: Config, prefix: str, snapshot: HealthSnapshot, *,
+                   as_json: bool = False) -> int:
+    """``edgesteer explain CONFIG PREFIX``: the announcements of one anycast prefix, with
+    their reasons, under ``snapshot``."""
+    routes = {k: a for k, a in plan_anycast(config, snapshot).items() if k[0] == prefix}
+    if as_json:
+        print(json.dumps({"prefix": prefix,
+                          "announcements": [routes[k].to_json() for k in sorted(routes)]},
+                         indent=2, sort_keys=True))
+    else:
+        print(explain_announcements(routes))
     return 0

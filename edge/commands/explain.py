@@ -19,6 +19,7 @@ from typing import Any
 
 import netaddr
 
+from edge.commands.anycast import explain_prefix
 from edge.commands.common import UsageError, add_state_arg, load_or_report, snapshot_from_states
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, LinkHealth
@@ -122,6 +123,13 @@ def run(args: argparse.Namespace) -> int:
     config = load_or_report(path, "explain")
     if config is None:
         return 2
+    if any(p.prefix == words[0] for p in config.anycast.prefixes):  # an anycast prefix
+        try:
+            snapshot, _ = health_for(config, args.state)
+        except UsageError as exc:
+            print(f"edgesteer explain: {exc}", file=sys.stderr)
+            return 2
+        return explain_prefix(config, words[0], snapshot, as_json=args.json)
     try:
         service = config.service(qname)
     except KeyError:

@@ -28,11 +28,13 @@ DOWN), so resolvers come back soon. Two endpoints giving the same answer value: 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-from dataclasses import dataclass
+import pickle
 from types import MappingProxyType
+from typing import NamedTuple
 
-from edge.config.schema import Config, Link, Service
+from edge.config.schema import Config, Link, Pool, Service
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import AnswerKey, AnswerSet, Plan, Reason, RRType, WeightedAnswer
 from geo.segment import DEFAULT_SEGMENT
@@ -41,9 +43,9 @@ S = HealthState
 _UNSTEADY = frozenset({S.FALLING, S.RISING, S.DEGRADED, S.DOWN})
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One endpoint of a rule, resolved against config and health."""
+class Candidate(NamedTuple):
+    """One endpoint of a rule, resolved against config and health (a tuple: the planner
+    makes 240,000 of them for a large plan)."""
 
     pool: str
     link: str
@@ -51,10 +53,14 @@ class Candidate:
     weight: float
     state: HealthState
     records: tuple[tuple[RRType, str], ...]
+    preset: tuple[WeightedAnswer, ...] = ()  # the answers at ``weight``
 
     @property
     def serving(self) -> bool:
-        return self.state.serving
+        return self.state in _SERVING
+
+
+_SERVING = frozenset(st for st in HealthState if st.serving)
 
 
 def _reason(code: str, detail: str, **inputs: object) -> Reason:
@@ -70,17 +76,39 @@ def _records(values: tuple[str, ...]) -> tuple[tuple[RRType, str], ...]:
     return tuple(("AAAA" if ":" in v else "A", v) for v in values)
 
 
-def rules(config: Config, service: Service) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """(segment, pool names) for every segment key of ``service``, ``default`` included."""
+_Rules = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def _rules(config: Config, service: Service) -> _Rules:
     every = tuple(p.name for p in service.pools)
     policy = config.policies.get(service.name)
     if policy is None:
         return ((DEFAULT_SEGMENT, every),)
-    out: dict[str, tuple[str, ...]] = {}
-    for rule in policy.rules:
-        out.setdefault(rule.segment, rule.pools)
+    out = {rule.segment: rule.pools for rule in policy.rules}
+    if len(out) != len(policy.rules):  # a segment listed twice: its first rule wins
+        out = {}
+        for rule in policy.rules:
+            out.setdefault(rule.segment, rule.pools)
     out.setdefault(DEFAULT_SEGMENT, every)
     return tuple(out.items())
+
+
+_RULES: dict[int, tuple[Config, dict[int, tuple[Service, _Rules]]]] = {}
+
+
+def rules(config: Config, service: Service) -> _Rules:
+    """(segment, pool names) for every segment key of ``service``, ``default`` included.
+    Cached per config object (the identity digest and the planner both ask)."""
+    hit = _RULES.get(id(config))
+    if hit is None or hit[0] is not config:
+        if len(_RULES) >= 8:
+            _RULES.clear()
+        hit = _RULES[id(config)] = (config, {})
+    memo = hit[1]
+    got = memo.get(id(service))
+    if got is None or got[0] is not service:
+        got = memo[id(service)] = (service, _rules(config, service))
+    return got[1]
 
 
 def plan_key_order(config: Config) -> tuple[AnswerKey, ...]:
@@ -104,25 +132,43 @@ def _links_of(config: Config) -> dict[str, Link]:
     return index
 
 
-Static = tuple[tuple[str, str, int, float, tuple[tuple[RRType, str], ...]], ...]
+StaticEntry = tuple[str, str, int, float, tuple[tuple[RRType, str], ...],
+                    tuple[WeightedAnswer, ...], dict[HealthState, "Candidate"]]
+Static = tuple[StaticEntry, ...]
 
 
-def static_candidates(config: Config, service: Service, pools: tuple[str, ...]) -> Static:
+def _pool_static(by_name: dict[str, Link], pool: Pool) -> Static:
+    out: list[StaticEntry] = []
+    for ep in pool.endpoints:
+        link = by_name[ep.link]
+        if ep.cname is not None:
+            records: tuple[tuple[RRType, str], ...] = (("CNAME", ep.cname),)
+        else:
+            records = _records(ep.addresses or (link.answers_v4 + link.answers_v6))
+        tier = pool.tier if pool.tier is not None else link.priority
+        # the answers at the configured weight, made once: most plans serve exactly these
+        preset = tuple(WeightedAnswer(rrtype, value, ep.weight, link.name, pool.name, tier)
+                       for rrtype, value in records)
+        # the last: this endpoint's Candidate per link state, made on first use (immutable)
+        out.append((pool.name, link.name, tier, ep.weight, records, preset, {}))
+    return tuple(out)
+
+
+def static_candidates(config: Config, service: Service, pools: tuple[str, ...], *,
+                      memo: dict[str, Static] | None = None) -> Static:
     """What of a rule's candidates depends on the config only: (pool, link, tier, weight,
-    records) per endpoint, in pool order. The incremental planner keeps these."""
-    out = []
+    records, answers at the configured weight) per endpoint, in pool order. The incremental
+    planner keeps these; ``memo`` (pool name -> its part, for one service) shares the work
+    between the rules of a service."""
     by_name = _links_of(config)
-    by_pool = {p.name: p for p in service.pools}
+    if memo is None:
+        memo = {}
+    out: list[StaticEntry] = []
     for pool_name in pools:
-        pool = by_pool[pool_name]
-        for ep in pool.endpoints:
-            link = by_name[ep.link]
-            if ep.cname is not None:
-                records: tuple[tuple[RRType, str], ...] = (("CNAME", ep.cname),)
-            else:
-                records = _records(ep.addresses or (link.answers_v4 + link.answers_v6))
-            tier = pool.tier if pool.tier is not None else link.priority
-            out.append((pool.name, link.name, tier, ep.weight, records))
+        part = memo.get(pool_name)
+        if part is None:
+            part = memo[pool_name] = _pool_static(by_name, service.pool(pool_name))
+        out.extend(part)
     return tuple(out)
 
 
@@ -131,36 +177,64 @@ def candidates(config: Config, service: Service, pools: tuple[str, ...],
                ) -> tuple[Candidate, ...]:
     if static is None:
         static = static_candidates(config, service, pools)
-    state = snapshot.link_state
-    return tuple(Candidate(pool, link, tier, weight, state(link), records)
-                 for pool, link, tier, weight, records in static)
+    health = snapshot.links
+    unknown = S.UNKNOWN
+    out = []
+    for pool, link, tier, weight, records, preset, made in static:
+        lh = health.get(link)
+        state = lh.state if lh is not None else unknown
+        cand = made.get(state)
+        if cand is None:
+            cand = made[state] = Candidate(pool, link, tier, weight, state, records, preset)
+        out.append(cand)
+    return tuple(out)
+
+
+def _link_reason(link: str, st: HealthState, degraded_weight: float) -> Reason | None:
+    if st in (S.DOWN, S.RISING):
+        return _reason("link.down", f"link {link} is {st}: not served",
+                       link=link, state=str(st))
+    if st is S.DEGRADED:
+        return _reason("link.degraded",
+                       f"link {link} is degraded: served at weight x {degraded_weight:g}",
+                       link=link, state=str(st), factor=degraded_weight)
+    if st is S.FALLING:
+        return _reason("link.falling", f"link {link} is falling: still served",
+                       link=link, state=str(st))
+    if st is S.UNKNOWN:
+        return _reason("link.unknown",
+                       f"link {link} has no health data: served (no data is not "
+                       f"failure)", link=link, state=str(st))
+    return None
+
+
+_LINK_REASONS: dict[tuple[str, HealthState, float], Reason | None] = {}
 
 
 def _link_reasons(cands: tuple[Candidate, ...], degraded_weight: float) -> list[Reason]:
+    if all(c.state is S.UP for c in cands):
+        return []  # the common case: nothing to say
     seen: dict[str, HealthState] = {}
     for c in cands:
         seen.setdefault(c.link, c.state)
     out = []
+    memo = _LINK_REASONS
     for link, st in seen.items():
-        if st in (S.DOWN, S.RISING):
-            out.append(_reason("link.down", f"link {link} is {st}: not served",
-                               link=link, state=str(st)))
-        elif st is S.DEGRADED:
-            out.append(_reason("link.degraded",
-                               f"link {link} is degraded: served at weight x {degraded_weight:g}",
-                               link=link, state=str(st), factor=degraded_weight))
-        elif st is S.FALLING:
-            out.append(_reason("link.falling", f"link {link} is falling: still served",
-                               link=link, state=str(st)))
-        elif st is S.UNKNOWN:
-            out.append(_reason("link.unknown",
-                               f"link {link} has no health data: served (no data is not "
-                               f"failure)", link=link, state=str(st)))
+        if st is S.UP:
+            continue
+        key = (link, st, degraded_weight)
+        if key in memo:
+            why = memo[key]
+        else:  # Reasons are immutable: one per (link, state) is shared by every answer set
+            if len(memo) > 65536:
+                memo.clear()
+            why = memo[key] = _link_reason(link, st, degraded_weight)
+        if why is not None:
+            out.append(why)
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class _Choice:
+class _Choice(NamedTuple):
     tier: int
     served: tuple[Candidate, ...]
     fail_open: bool = False
@@ -174,7 +248,7 @@ def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
     for tier in tiers:
         members = [c for c in cands if c.tier == tier]
         total = sum(c.weight for c in members)
-        healthy = sum(c.weight for c in members if c.serving)
+        healthy = sum(c.weight for c in members if c.state in _SERVING)
         cap = healthy / total if total > 0 else 0.0
         inputs: dict[str, object] = {
             "tier": tier, "capacity": round(cap, 6), "threshold": threshold,
@@ -184,19 +258,19 @@ def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
             reasons.append(Reason("tier.selected", f"tier {tier} serves: healthy capacity "
                                   f"{_pct(cap)} >= threshold {_pct(threshold)}",
                                   MappingProxyType(inputs)))
-            return _Choice(tier, tuple(c for c in members if c.serving and c.weight > 0))
+            return _Choice(tier, tuple(c for c in members if c.state in _SERVING and c.weight > 0))
         reasons.append(Reason("tier.skipped", f"tier {tier} skipped: healthy capacity "
                               f"{_pct(cap)} < threshold {_pct(threshold)}",
                               MappingProxyType(inputs)))
     for tier in tiers:
-        served = tuple(c for c in cands if c.tier == tier and c.serving and c.weight > 0)
+        served = tuple(c for c in cands if c.tier == tier and c.state in _SERVING and c.weight > 0)
         if served:
             reasons.append(_reason("tier.best_effort", f"no tier reaches the threshold: tier "
                                    f"{tier} serves what it has", tier=tier,
                                    threshold=threshold))
             return _Choice(tier, served)
     for tier in tiers:
-        served = tuple(c for c in cands if c.tier == tier and c.serving)
+        served = tuple(c for c in cands if c.tier == tier and c.state in _SERVING)
         if served:
             reasons.append(_reason("endpoint.drained_only", f"only drained endpoints can "
                                    f"serve: tier {tier} drained endpoints at equal weight",
@@ -232,6 +306,10 @@ def _answers(choice: _Choice, degraded_weight: float,
                                    pool=c.pool, link=c.link, weight=weight,
                                    factor=degraded_weight, result=scaled))
             weight = scaled
+        if weight == c.weight and c.preset:
+            for wa in c.preset:
+                out.setdefault((wa.rrtype, wa.value), wa)
+            continue
         for rrtype, value in c.records:
             out.setdefault((rrtype, value), WeightedAnswer(rrtype, value, weight, c.link,
                                                            c.pool, c.tier))
@@ -281,25 +359,46 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
                                ttl=ttl, causes=tuple(why)))
     else:
         ttl = service.ttl
-        reasons.append(_reason("ttl.steady", f"ttl {ttl}: steady", ttl=ttl))
-    return AnswerSet(service=service.name, segment=segment, ttl=ttl, tier=tier,
-                     answers=answers, reasons=tuple(reasons), failing_over=failing_over,
-                     fail_open=choice is not None and choice.fail_open,
-                     max_answers=service.max_answers)
+        reasons.append(_steady(ttl))
+    return AnswerSet(service.name, segment, ttl, tier, answers, tuple(reasons), failing_over,
+                     choice is not None and choice.fail_open, service.max_answers)
+
+
+_STEADY: dict[int, Reason] = {}
+
+
+def _steady(ttl: int) -> Reason:
+    """The ``ttl.steady`` reason, one shared immutable object per TTL."""
+    hit = _STEADY.get(ttl)
+    if hit is None:
+        hit = _STEADY[ttl] = _reason("ttl.steady", f"ttl {ttl}: steady", ttl=ttl)
+    return hit
 
 
 def _config_identity(config: Config) -> str:
     """Digest of the config source's name and of every config value the planner reads.
 
-    Built from reprs of tuples, numbers and strings only (no sets), so it is stable across
-    processes.
+    Built from tuples of numbers, strings and None only (no sets, no dataclasses), pickled
+    without the memo (``fast``: equal values give equal bytes whatever the object identities),
+    so it is stable across processes of one Python version; a repr of the dataclasses took
+    seconds at 500,000 policy rules. A new config field the planner reads must be added here.
     """
-    links = [(lk.name, lk.priority, lk.weight, lk.answers_v4, lk.answers_v6)
-             for lk in config.links]
-    policies = sorted((name, repr(p)) for name, p in config.policies.items())
-    body = repr((config.source, links, config.services, policies, config.guard,
-                 config.health.degraded_weight))
-    return hashlib.sha256(body.encode()).hexdigest()
+    links = tuple((lk.name, lk.priority, lk.weight, lk.answers_v4, lk.answers_v6)
+                  for lk in config.links)
+    services = tuple(
+        (svc.name, svc.zone, svc.ttl, svc.failover_ttl, svc.max_answers,
+         svc.failover_threshold,
+         tuple((p.name, p.tier, p.all_down, p.fallback,
+                tuple((ep.link, ep.weight, ep.addresses, ep.cname) for ep in p.endpoints))
+               for p in svc.pools),
+         rules(config, svc))
+        for svc in config.services)
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=5)
+    pickler.fast = True
+    pickler.dump((config.source, links, services, repr(config.guard),
+                  config.health.degraded_weight))
+    return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
 _IDENTITY: dict[int, tuple[Config, str]] = {}

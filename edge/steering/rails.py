@@ -103,7 +103,9 @@ def shape(previous: Plan | None, proposed: Plan, snapshot: HealthSnapshot,
     for key, new in proposed.answers.items():
         prev = previous.answers.get(key)
         shaped = new
-        if prev is not None:
+        if prev is new and key[0] not in frozen:
+            pass  # kept as it was (an incremental plan shares it): nothing to shape
+        elif prev is not None:
             if key[0] in frozen:
                 shaped = replace(prev, reasons=(*prev.reasons, _reason(
                     "guard.frozen", f"service {key[0]} is frozen by an operator: answers "
