@@ -19,6 +19,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "edge.steering": ("edge.steering", "edge.health.state", "edge.health.machine", "edge.plan",
                       "edge.config", "geo", "probes.measurement"),
     "dns_backends": ("dns_backends", "edge.plan", "edge.config.schema", "geo"),
+    # BGP speakers: render the plan's announcements; they share the backend result types.
+    "edge.anycast": ("edge.anycast", "edge.plan", "edge.config.schema", "dns_backends.base"),
 }
 # Only these may import the composition root and the CLI.
 COMPOSERS = ("edge.cli", "edge.commands", "edge.lab", "edge.__main__", "edge.runtime")
