@@ -49,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    option = getattr(args, "config_option", None)
+    if option is not None:
+        if args.config and args.config != option:
+            parser.error(f"{args.command}: CONFIG {args.config!r} and --config {option!r} differ")
+        args.config = option
+    if getattr(args, "config_required", False) and not args.config:
+        print(f"edgesteer {args.command}: give the config file (CONFIG or --config FILE)",
+              file=sys.stderr)
+        return 2
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +50,24 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main([])
     assert exc.value.code == 2
     assert "COMMAND" in capsys.readouterr().err
+
+
+EXAMPLE = str(Path(__file__).resolve().parent.parent / "deploy/examples/hk-cluster.yaml")
+
+
+@pytest.mark.parametrize("form", [[EXAMPLE], ["--config", EXAMPLE]])
+def test_config_given_positionally_or_as_option(form: list[str],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["anycast", *form, "--json"]) == 0
+    assert capsys.readouterr().out.strip().startswith(("{", "["))
+
+
+def test_config_missing_or_contradictory_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert "edgesteer run: give the config file (CONFIG or --config FILE)" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["apply", EXAMPLE, "--config", "other.yaml"])
+    assert exc.value.code == 2
+    assert "differ" in capsys.readouterr().err

@@ -24,7 +24,7 @@ import sys
 from typing import Any
 
 from edge.buses import BusConfigError, make_bus
-from edge.commands.common import load_or_report
+from edge.commands.common import add_config_arg, load_or_report
 from edge.config.loader import ConfigInvalid, load_config
 from edge.config.schema import Config
 from edge.lab.runner import parse_listen
@@ -44,7 +44,7 @@ def add_parser(sub: Any) -> None:
         description="Probe every (target, link) path of the config and publish measurements "
         "to its bus. SIGTERM/SIGINT stop; SIGHUP reloads targets and links, keeping the "
         "windows of unchanged paths (a bad config is refused and the running one kept).")
-    p.add_argument("--config", required=True, metavar="FILE", help="edgesteer YAML config")
+    add_config_arg(p)
     p.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus /metrics and /healthz here")
     p.add_argument("--record", metavar="FILE",

@@ -17,7 +17,12 @@ class UsageError(Exception):
 
 
 def add_config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", metavar="CONFIG", help="edgesteer YAML config file")
+    """CONFIG as a positional argument or as ``--config FILE`` (edge.cli.main merges them
+    into ``args.config`` and refuses a command run with neither)."""
+    p.add_argument("config", metavar="CONFIG", nargs="?", help="edgesteer YAML config file")
+    p.add_argument("--config", dest="config_option", metavar="FILE",
+                   help="the same, as an option")
+    p.set_defaults(config_required=True)
 
 
 def load_or_report(path: str, command: str) -> Config | None:

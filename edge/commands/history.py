@@ -12,8 +12,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from edge.buses import BusConfigError, redis_client
+from edge.commands.common import add_config_arg as add_config_args
 from edge.commands.common import load_or_report
-from edge.commands.steer import add_config_args, config_path
+from edge.commands.steer import config_path
 from edge.history import ConfigVersion, PlanRecord, PolicyWarehouse
 from probes.bus.redis_streams import close_client
 

@@ -20,8 +20,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from edge.buses import BusConfigError, redis_client
+from edge.commands.common import add_config_arg as add_config_args
 from edge.commands.common import load_or_report
-from edge.commands.steer import add_config_args, config_path
+from edge.commands.steer import config_path
 from edge.config.loader import ConfigInvalid, parse_config
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState, LinkHealth

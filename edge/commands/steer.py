@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from dns_backends.base import Backend
 from edge.buses import BusConfigError, engine_group, make_bus, redis_client
+from edge.commands.common import add_config_arg
 from edge.config.loader import ConfigInvalid, parse_config
 from edge.config.schema import Config
 from edge.health.tracker import Transition
@@ -41,13 +42,6 @@ from probes.bus import MeasurementBus
 from probes.bus.redis_streams import close_client, reraise_if_cancelled
 
 log = logging.getLogger("edgesteer.steer")
-
-
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    """CONFIG as a positional argument (like the other commands) or as ``--config FILE``."""
-    p.add_argument("config", metavar="CONFIG", nargs="?", help="edgesteer YAML config file")
-    p.add_argument("--config", dest="config_option", metavar="FILE",
-                   help="the same, as an option")
 
 
 def config_path(args: argparse.Namespace, command: str) -> str | None:
@@ -66,7 +60,7 @@ def add_parser(sub: Any) -> None:
         "lease; standbys keep their health warm and take over within about bus.lease "
         "seconds. Applied plans and config versions go to the policy warehouse "
         "(`edgesteer history`). SIGTERM or SIGINT resign the lease and stop.")
-    add_config_args(p)
+    add_config_arg(p)
     p.add_argument("--identity", metavar="NAME",
                    help="this engine's name in the lease and the history "
                    "(default: the host name; unique per engine)")
