@@ -27,6 +27,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
+from dns_backends.reconcile import RetryPolicy
 from dns_backends.rfc2136 import TsigKey
 from edge.config.schema import Service, Zone
 from edge.plan import AnswerSet, Plan, RRType, WeightedAnswer
@@ -302,3 +303,20 @@ def query(host: str, port: int, name: str, rdtype: str = "A", source: str | None
             values |= {rd.to_text() for rd in rrset}
             ttl = rrset.ttl
     return dns.rcode.to_text(r.rcode()), values, ttl
+
+
+# The two plans the backend tests push (the same data for every backend kind), and a
+# retry policy short enough for tests.
+SERVICES = services("www.example.hk", "api.example.hk", "cdn.example.hk")
+PLAN1 = plan(1, {
+    ("www.example.hk", "default"): [("A", "192.0.2.1", 100), ("A", "192.0.2.2", 50),
+                                    ("AAAA", "2001:db8::1", 100)],
+    ("api.example.hk", "default"): [("A", "192.0.2.10", 100)],
+    ("cdn.example.hk", "default"): [("CNAME", "edge.cdn.example.net", 100)],
+})
+PLAN2 = plan(2, {
+    ("www.example.hk", "default"): [("A", "192.0.2.3", 100)],
+    ("api.example.hk", "default"): [("CNAME", "api.cdn.example.net", 100)],
+    ("cdn.example.hk", "default"): [("A", "192.0.2.20", 100), ("A", "192.0.2.21", 0)],
+})
+FAST = RetryPolicy(attempts=3, backoff_s=0.02, max_backoff_s=0.1)

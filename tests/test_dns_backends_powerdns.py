@@ -13,23 +13,19 @@ from aiohttp import web
 
 from dns_backends.base import BackendError
 from dns_backends.powerdns import PowerDnsStore
-from dns_backends.reconcile import RetryPolicy, SyncBackend
+from dns_backends.reconcile import SyncBackend
 from tests.conftest import free_port
-from tests.servers_dns import ServerProcess, plan, query, services, start_pdns, zone_config
-
-SERVICES = services("www.example.hk", "api.example.hk", "cdn.example.hk")
-PLAN1 = plan(1, {
-    ("www.example.hk", "default"): [("A", "192.0.2.1", 100), ("A", "192.0.2.2", 50),
-                                    ("AAAA", "2001:db8::1", 100)],
-    ("api.example.hk", "default"): [("A", "192.0.2.10", 100)],
-    ("cdn.example.hk", "default"): [("CNAME", "edge.cdn.example.net", 100)],
-})
-PLAN2 = plan(2, {
-    ("www.example.hk", "default"): [("A", "192.0.2.3", 100)],
-    ("api.example.hk", "default"): [("CNAME", "api.cdn.example.net", 100)],
-    ("cdn.example.hk", "default"): [("A", "192.0.2.20", 100), ("A", "192.0.2.21", 0)],
-})
-FAST = RetryPolicy(attempts=3, backoff_s=0.02, max_backoff_s=0.1)
+from tests.servers_dns import (
+    FAST,
+    PLAN1,
+    PLAN2,
+    SERVICES,
+    ServerProcess,
+    plan,
+    query,
+    start_pdns,
+    zone_config,
+)
 
 
 class Pdns:

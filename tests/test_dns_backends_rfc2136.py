@@ -14,10 +14,14 @@ import dns.update
 import pytest
 
 from dns_backends.base import BackendError
-from dns_backends.reconcile import RetryPolicy, SyncBackend, Target
+from dns_backends.reconcile import SyncBackend, Target
 from dns_backends.records import Change, RRsets
 from dns_backends.rfc2136 import Rfc2136Store, TsigKey
 from tests.servers_dns import (
+    FAST,
+    PLAN1,
+    PLAN2,
+    SERVICES,
     ZONE,
     ServerProcess,
     bind_zone_conf,
@@ -29,20 +33,6 @@ from tests.servers_dns import (
     start_named,
     zone_text,
 )
-
-SERVICES = services("www.example.hk", "api.example.hk", "cdn.example.hk")
-PLAN1 = plan(1, {
-    ("www.example.hk", "default"): [("A", "192.0.2.1", 100), ("A", "192.0.2.2", 50),
-                                    ("AAAA", "2001:db8::1", 100)],
-    ("api.example.hk", "default"): [("A", "192.0.2.10", 100)],
-    ("cdn.example.hk", "default"): [("CNAME", "edge.cdn.example.net", 100)],
-})
-PLAN2 = plan(2, {
-    ("www.example.hk", "default"): [("A", "192.0.2.3", 100)],
-    ("api.example.hk", "default"): [("CNAME", "api.cdn.example.net", 100)],
-    ("cdn.example.hk", "default"): [("A", "192.0.2.20", 100), ("A", "192.0.2.21", 0)],
-})
-FAST = RetryPolicy(attempts=3, backoff_s=0.02, max_backoff_s=0.1)
 
 
 @dataclass
