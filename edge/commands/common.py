@@ -25,6 +25,12 @@ def add_config_arg(p: argparse.ArgumentParser) -> None:
     p.set_defaults(config_required=True)
 
 
+def config_arg(args: argparse.Namespace) -> str | None:
+    """The config file given as CONFIG or as ``--config FILE`` (None: neither)."""
+    path: str | None = args.config or getattr(args, "config_option", None)
+    return path
+
+
 def load_or_report(path: str, command: str) -> Config | None:
     """The config, or None after printing every error to stderr (the caller exits 2)."""
     try:

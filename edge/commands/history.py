@@ -13,8 +13,8 @@ from redis.exceptions import RedisError
 
 from edge.buses import BusConfigError, redis_client
 from edge.commands.common import add_config_arg as add_config_args
-from edge.commands.common import load_or_report
-from edge.commands.steer import config_path
+from edge.commands.common import config_arg, load_or_report
+from edge.config.schema import Config
 from edge.history import ConfigVersion, PlanRecord, PolicyWarehouse
 from probes.bus.redis_streams import close_client
 
@@ -62,16 +62,25 @@ def render(current: int | None, configs: list[ConfigVersion], plans: list[PlanRe
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    path = config_path(args, "history")
+def load_redis_config(args: argparse.Namespace, command: str) -> Config | None:
+    """The config of a command that works on the Redis policy history, or None after
+    saying why (the caller exits 2)."""
+    path = config_arg(args)
     if path is None:
-        return 2
-    config = load_or_report(path, "history")
-    if config is None:
-        return 2
-    if config.bus.kind != "redis":
-        print("edgesteer history: the history lives in Redis; set bus.kind: redis",
+        print(f"edgesteer {command}: give the config file (CONFIG or --config FILE)",
               file=sys.stderr)
+        return None
+    config = load_or_report(path, command)
+    if config is not None and config.bus.kind != "redis":
+        print(f"edgesteer {command}: the history lives in Redis; set bus.kind: redis",
+              file=sys.stderr)
+        return None
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_redis_config(args, "history")
+    if config is None:
         return 2
 
     async def main() -> tuple[int | None, list[ConfigVersion], list[PlanRecord]]:

@@ -21,8 +21,7 @@ from redis.exceptions import RedisError
 
 from edge.buses import BusConfigError, redis_client
 from edge.commands.common import add_config_arg as add_config_args
-from edge.commands.common import load_or_report
-from edge.commands.steer import config_path
+from edge.commands.history import load_redis_config
 from edge.config.loader import ConfigInvalid, parse_config
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState, LinkHealth
@@ -102,15 +101,8 @@ async def rollback(wh: PolicyWarehouse, version: int, *, author: str, reason: st
 
 
 def run(args: argparse.Namespace) -> int:
-    path = config_path(args, "rollback")
-    if path is None:
-        return 2
-    config = load_or_report(path, "rollback")
+    config = load_redis_config(args, "rollback")
     if config is None:
-        return 2
-    if config.bus.kind != "redis":
-        print("edgesteer rollback: the history lives in Redis; set bus.kind: redis",
-              file=sys.stderr)
         return 2
 
     async def main() -> dict[str, Any]:

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from dns_backends.base import Backend
 from edge.buses import BusConfigError, engine_group, make_bus, redis_client
-from edge.commands.common import add_config_arg
+from edge.commands.common import add_config_arg, config_arg
 from edge.config.loader import ConfigInvalid, parse_config
 from edge.config.schema import Config
 from edge.health.tracker import Transition
@@ -42,14 +42,6 @@ from probes.bus import MeasurementBus
 from probes.bus.redis_streams import close_client, reraise_if_cancelled
 
 log = logging.getLogger("edgesteer.steer")
-
-
-def config_path(args: argparse.Namespace, command: str) -> str | None:
-    path: str | None = args.config or args.config_option
-    if path is None:
-        print(f"edgesteer {command}: give the config file (CONFIG or --config FILE)",
-              file=sys.stderr)
-    return path
 
 
 def add_parser(sub: Any) -> None:
@@ -231,8 +223,10 @@ def _on_transition(tr: Transition) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = config_path(args, "steer")
+    path = config_arg(args)
     if path is None:
+        print("edgesteer steer: give the config file (CONFIG or --config FILE)",
+              file=sys.stderr)
         return 2
     try:
         text = Path(path).read_text(encoding="utf-8")
