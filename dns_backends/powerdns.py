@@ -12,13 +12,25 @@ The API has no conditional write (nothing like RFC 2136 prerequisites): a hand e
 the few milliseconds between our GET and our PATCH is overwritten. It is not silent: the
 next reconcile reads the zone and logs any drift it then finds.
 
+Skipping the read before a write (``known``): with ``soa_edit_api`` DEFAULT or INCREASE
+(the zones we create get DEFAULT), every API edit of the zone, ours or anyone's, moves
+its SOA serial, and a full GET reads the serial before the records. So "serial S, managed
+RRsets R" from our last full GET stays true while the serial is still S, and a write whose
+cheap ``GET ...?rrsets=false`` still shows S starts from R without a full GET; any other
+answer means a full read first (``Unproven``). Edits that bypass the API (``pdnsutil
+replace-rrset``, SQL) do not move the serial: a pass with nothing to write always reads
+in full and finds them, and the verifying GET after a write sees any that our write did
+not overwrite.
+
 Errors: 401/403 (API key), 404 (zone, server id), 422 (rejected data) fail at once with the
 server's message; connection errors, timeouts and 5xx are retried by ``SyncBackend``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,25 +38,22 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import dns.exception
 import dns.name
-import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
-import dns.rrset
 
 from dns_backends.base import BackendError
-from dns_backends.reconcile import Target, Transient
+from dns_backends.reconcile import Target, Transient, Unproven
 from dns_backends.records import (
     LUA,
     MANAGED_TYPES,
     AnswersMode,
     Change,
+    RecordSet,
     RRsets,
     answer_rrsets,
+    canonical,
     desired,
-    make_rdata,
     managed_names,
     name_of,
-    rdata_text,
     segment_networks,
     type_name,
     zone_services,
@@ -54,8 +63,6 @@ from geo.segment import DEFAULT_SEGMENT, Segment
 
 if TYPE_CHECKING:
     from edge.config.schema import BackendSettings, Config, Service, Zone
-
-IN = dns.rdataclass.IN
 
 
 def _lua_pick(values: list[tuple[str, float]]) -> str:
@@ -67,12 +74,12 @@ def _lua_pick(values: list[tuple[str, float]]) -> str:
     return f"pickwrandom({{{pairs}}})"
 
 
-def _weighted_values(aset: AnswerSet, rrset: dns.rrset.RRset) -> list[tuple[str, float]]:
+def _weighted_values(aset: AnswerSet, rrset: RecordSet) -> list[tuple[str, float]]:
     """The values ``answer_rrsets`` kept, each with its summed weight from the answer set."""
-    kept = {rd.to_text() for rd in rrset}
+    kept = set(rrset.values)
     weights: dict[str, float] = {}
     for a in aset.answers:
-        value = name_of(a.value).to_text() if a.rrtype == "CNAME" else a.value
+        value = canonical(rrset.rdtype, a.value) if a.rrtype == rrset.rdtype.name else None
         if value in kept:
             weights[value] = weights.get(value, 0.0) + max(a.weight, 0.0)
     if not any(weights.values()):
@@ -108,23 +115,51 @@ def lua_desired(plan: Plan, services: Sequence[Service], zone: str,
                         f"if netmask({{{masks}}}) then return {pick} end")
         ttl = min((a.ttl for (sv, _), a in plan.answers.items() if sv == svc.name),
                   default=svc.ttl)
+        contents = []
         for rdtype in sorted(set(branches) | set(fallback)):
             code = " ".join([*branches.get(rdtype, []),
                              f"return {fallback.get(rdtype, '{}')}"])
-            content = f'{dns.rdatatype.to_text(rdtype)} ";{code}"'
-            rd = dns.rdata.GenericRdata(IN, LUA, content.encode())
-            out[(name, LUA)] = out.get((name, LUA)) or dns.rrset.RRset(name, IN, LUA)
-            out[(name, LUA)].add(rd, ttl)
+            contents.append(f'{dns.rdatatype.to_text(rdtype)} ";{code}"')
+        if contents:
+            out[(name, LUA)] = RecordSet.of(name, LUA, ttl, contents)
     return out
 
 
+# SOA-EDIT-API kinds under which every API edit moves the serial (EPOCH does not: two
+# edits in one second share it; SOA-EDIT / SOA-EDIT-INCREASE depend on SOA-EDIT; an
+# unknown kind such as INCEPTION-INCREMENT, which is a SOA-EDIT kind, moves nothing).
+SERIAL_MOVING = frozenset({"DEFAULT", "INCREASE"})
+
+
+def _serial_proof(info: object) -> int | None:
+    """The zone's serial when it proves the zone unchanged (see ``SERIAL_MOVING``)."""
+    if not isinstance(info, dict):
+        return None
+    serial = info.get("serial")
+    kind = str(info.get("soa_edit_api") or "").upper()
+    if kind not in SERIAL_MOVING or not isinstance(serial, (int, float)) or serial <= 0:
+        return None
+    return int(serial)
+
+
+def _api_name(name: dns.name.Name) -> str:
+    return _name_text(name, name.labels)
+
+
+@functools.lru_cache(maxsize=65536)
+def _name_text(name: dns.name.Name, labels: tuple[bytes, ...]) -> str:
+    """``name.to_text()``, cached; keyed on the labels too, which keep their case (Names
+    compare case-insensitively)."""
+    return name.to_text()
+
+
 def _rrset_json(change: Change) -> dict[str, Any]:
-    name, rdtype = change.name.to_text(), type_name(change.rdtype)
+    """One rrset of a PATCH, straight from the change's ``RecordSet`` (canonical text)."""
+    name, rdtype = _api_name(change.name), type_name(change.rdtype)
     if change.after is None:
         return {"name": name, "type": rdtype, "changetype": "DELETE"}
     return {"name": name, "type": rdtype, "ttl": change.after.ttl, "changetype": "REPLACE",
-            "records": [{"content": text, "disabled": False}
-                        for text in sorted(rdata_text(rd) for rd in change.after)]}
+            "records": [{"content": text, "disabled": False} for text in change.after.values]}
 
 
 class PowerDnsStore:
@@ -134,7 +169,7 @@ class PowerDnsStore:
                  services: Sequence[Service], *, server_id: str = "localhost",
                  create_zones: bool = False, answers: AnswersMode = "all",
                  timeout: float = 5.0, lua: bool = False,
-                 segments: Sequence[Segment] = ()) -> None:
+                 segments: Sequence[Segment] = (), full_read_s: float = 300.0) -> None:
         self.name = name
         self.base = url.rstrip("/") + f"/api/v1/servers/{server_id}"
         self.api_key = api_key
@@ -151,9 +186,14 @@ class PowerDnsStore:
         self.requests: dict[str, int] = {"GET": 0, "PATCH": 0, "POST": 0, "PUT": 0}
         self._session: aiohttp.ClientSession | None = None
         self._zone_info: dict[str, dict[str, Any]] = {}
-        # (zone, name, type) -> (ttl, contents, RRset): see ``_rrset``
-        self._parsed: dict[tuple[str, str, str], tuple[int, tuple[str, ...], dns.rrset.RRset]] \
-            = {}
+        # (zone, name, type) -> (ttl, contents, RecordSet): see ``_rrset``
+        self._parsed: dict[tuple[str, str, str], tuple[int, tuple[str, ...], RecordSet]] = {}
+        # zone -> (serial, when, managed RRsets) of the last full GET, when the serial
+        # proves it (``_serial_proof``); dropped before each PATCH
+        self._states: dict[str, tuple[int, float, RRsets]] = {}
+        self._unread: set[str] = set()  # known() handed out a state: no read since
+        self.full_read_s = full_read_s
+        self.skipped_reads = 0  # writes that started from ``known`` (serial check only)
 
     @classmethod
     def from_settings(cls, settings: BackendSettings, config: Config,
@@ -179,9 +219,21 @@ class PowerDnsStore:
             return lua_desired(plan, self.services, target.zone, self.segments)
         return desired(plan, self.services, target.zone, target.segment, self.answers)
 
+    def known(self, target: Target) -> RRsets | None:
+        """The managed RRsets of our last full GET (less than ``full_read_s`` ago) when the
+        zone's serial proves them (``_serial_proof``): ``write`` then checks the serial
+        with a cheap GET instead of the full read, and raises ``Unproven`` (nothing
+        sent) when it moved. A pass with nothing to write still reads in full."""
+        state = self._states.get(target.zone)
+        if state is None or time.monotonic() - state[1] >= self.full_read_s:
+            return None
+        self._unread.add(target.zone)
+        return state[2]
+
     async def read(self, target: Target) -> RRsets:
-        """The managed RRsets, always from a full GET: PowerDNS does not bump the serial of
-        a Native zone on every edit, so the serial cannot tell us nothing changed."""
+        """The managed RRsets, always from a full GET (which also records the serial that
+        proves them for ``known``)."""
+        self._unread.discard(target.zone)
         return await self._read_all(target)
 
     async def _read_all(self, target: Target) -> RRsets:
@@ -197,19 +249,27 @@ class PowerDnsStore:
         self._check(status, body, target, "reading the zone")
         assert isinstance(body, dict)
         self._zone_info[target.zone] = body
+        serial = _serial_proof(body)  # PowerDNS reads it before the records (fillZone)
         names = self._names(target.zone)
         out: RRsets = {}
-        for item in body.get("rrsets", []):
+        type_names, zone = self._type_names, target.zone
+        items = body.get("rrsets")
+        for item in items if isinstance(items, list) else ():
             try:
                 rtype = item["type"]
-                if rtype not in self._type_names or item["name"] not in names:
+                rdtype = type_names.get(rtype)
+                name = names.get(item["name"]) if rdtype is not None else None
+                if name is None or rdtype is None:
                     continue  # not ours: no parsing at all
-                rrset = self._rrset(target.zone, item, names[item["name"]],
-                                    self._type_names[rtype])
+                rrset = self._rrset(zone, item, name, rdtype)
             except (dns.exception.DNSException, KeyError, TypeError, ValueError):
                 continue  # malformed: not something we wrote
             if rrset is not None:  # keys: the shared Name objects (records.name_of)
-                out[(rrset.name, rrset.rdtype)] = rrset
+                out[(name, rdtype)] = rrset
+        if serial is None:
+            self._states.pop(zone, None)
+        else:
+            self._states[zone] = (serial, time.monotonic(), out)
         return out
 
     def _names(self, zone: str) -> dict[str, dns.name.Name]:
@@ -221,14 +281,19 @@ class PowerDnsStore:
         return found
 
     def _rrset(self, zone: str, item: dict[str, Any], name: dns.name.Name,
-               rdtype: dns.rdatatype.RdataType) -> dns.rrset.RRset | None:
-        """One API rrset as a dnspython RRset; the very object of the last read or write
+               rdtype: dns.rdatatype.RdataType) -> RecordSet | None:
+        """One API rrset as a ``RecordSet``; the very object of the last read or write
         when its TTL and contents are unchanged. A read of 1,000 RRsets then builds
         nothing, and ``records.same`` sees the same object: the verifying read after a
         write, and the reconcile pass that finds nothing to do, cost the GET and little
         more."""
-        contents = tuple(sorted(r["content"] for r in item.get("records", [])
-                                if not r.get("disabled")))
+        records: list[Any] = item.get("records") or []
+        if len(records) == 1:  # the common case: no generator, no sort
+            contents: tuple[str, ...] = () if records[0].get("disabled") \
+                else (str(records[0]["content"]),)
+        else:
+            contents = tuple(sorted(str(r["content"]) for r in records
+                                    if not r.get("disabled")))
         if not contents:
             return None
         ttl = int(item.get("ttl", 0))
@@ -236,13 +301,22 @@ class PowerDnsStore:
         known = self._parsed.get(key)
         if known is not None and known[0] == ttl and known[1] == contents:
             return known[2]
-        rdatas = [dns.rdata.GenericRdata(IN, LUA, c.encode()) if rdtype == LUA
-                  else make_rdata(rdtype, c) for c in contents]
-        rrset = dns.rrset.from_rdata_list(name, ttl, rdatas)
+        rrset = RecordSet.of(name, rdtype, ttl, contents)
         self._parsed[key] = (ttl, contents, rrset)
         return rrset
 
     async def write(self, target: Target, changes: Sequence[Change], wanted: RRsets) -> None:
+        state = self._states.pop(target.zone, None)  # the PATCH moves the serial
+        if target.zone in self._unread:  # from known(): the serial must still be its own
+            self._unread.discard(target.zone)
+            status, info = await self._call("GET", self._zone_url(target.zone) + "?rrsets=false",
+                                            target)
+            if status == 404:
+                raise Unproven  # gone: the full read says what to do
+            self._check(status, info, target, "reading the zone's serial")
+            if state is None or _serial_proof(info) != state[0]:
+                raise Unproven  # edited since our last full GET: read it first
+            self.skipped_reads += 1
         rrsets = [_rrset_json(c) for c in changes]
         status, reply = await self._call("PATCH", self._zone_url(target.zone), target,
                                          {"rrsets": rrsets})
@@ -251,9 +325,8 @@ class PowerDnsStore:
             key = (target.zone, item["name"], item["type"])
             if c.after is None:
                 self._parsed.pop(key, None)
-            else:
-                contents = tuple(r["content"] for r in item["records"])  # sorted already
-                self._parsed[key] = (c.after.ttl, contents, c.after)
+            else:  # the contents sent: the values, sorted already
+                self._parsed[key] = (c.after.ttl, c.after.values, c.after)
         info = self._zone_info.get(target.zone, {})
         if info.get("dnssec"):
             status, reply = await self._call("PUT", self._zone_url(target.zone) + "/rectify",
@@ -277,7 +350,7 @@ class PowerDnsStore:
         zone = self.zones[target.zone]
         body = {"name": f"{zone.name}.", "kind": "Native",
                 "nameservers": [dns.name.from_text(n).to_text() for n in zone.ns],
-                "soa_edit_api": "INCEPTION-INCREMENT"}
+                "soa_edit_api": "DEFAULT"}  # every API edit moves the serial: ``known``
         status, reply = await self._call("POST", f"{self.base}/zones", target, body)
         self._check(status, reply, target, "creating the zone")
 
@@ -290,7 +363,7 @@ class PowerDnsStore:
         self.requests[method] = self.requests.get(method, 0) + 1
         try:
             async with self._session.request(method, url, json=body) as resp:
-                text = await resp.text()
+                raw = await resp.read()  # JSON is UTF-8 (RFC 8259): no charset guessing
                 status = resp.status
         except aiohttp.ClientConnectorError as exc:
             raise Transient(f"{method} {url}: cannot connect ({exc.os_error}); server "
@@ -300,11 +373,12 @@ class PowerDnsStore:
         except aiohttp.ClientError as exc:
             raise Transient(f"{method} {url}: {type(exc).__name__}: {exc}") from None
         if status >= 500:
-            raise Transient(f"{method} {url}: HTTP {status}: {_message(text)}")
+            raise Transient(f"{method} {url}: HTTP {status}: "
+                            f"{_message(raw.decode(errors='replace'))}")
         try:
-            return status, json.loads(text) if text else None
+            return status, json.loads(raw) if raw else None
         except ValueError:
-            return status, text
+            return status, raw.decode(errors="replace")
 
     def _check(self, status: int, body: object, target: Target, what: str) -> None:
         if 200 <= status < 300:

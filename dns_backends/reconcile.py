@@ -14,6 +14,9 @@ into a ``Backend``:
 - a ``Transient`` failure (timeout, connection refused, SERVFAIL, HTTP 5xx) is retried
   with exponential backoff; anything else fails at once;
 - after a write the target is read back; what is still different is an error;
+- a store that can prove its last verified state when it writes (``known``: RFC 2136's
+  SOA prerequisite) writes from it without reading first; a pass with nothing to write
+  always reads;
 - one target failing does not stop the others; the ``BackendError`` raised at the end says
   which targets were applied and which were not, so no partial state goes unreported.
 """
@@ -25,7 +28,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from prometheus_client import Counter, Gauge
 
@@ -54,6 +57,11 @@ class Conflict(Exception):
     """The server's state changed between read and write (a prerequisite failed)."""
 
 
+class Unproven(Exception):
+    """A write from a store's ``known`` state (no read first) could not carry the guard
+    that proves that state, e.g. it must be split across messages. Nothing was sent."""
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Target:
     """One place a store writes: a zone, for one segment (a BIND view, or the only one)."""
@@ -80,6 +88,11 @@ class Store(Protocol):
                     wanted: RRsets) -> None: ...
 
     async def aclose(self) -> None: ...
+
+    # optional: ``known(target) -> RRsets | None``, a state the store's next write proves
+    # by itself (its guard makes the server refuse if the target holds anything else): a
+    # pass that has changes then writes from it without reading first. Its ``write``
+    # raises ``Unproven`` (before sending) when it cannot carry that guard.
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,7 @@ class SyncStats:
 
 
 DriftListener = Callable[[str, Target, Change], None]
+_LET_IT_SEND = 4  # event-loop turns for a read to connect and send its request
 
 
 @dataclass(slots=True)
@@ -181,14 +195,40 @@ class SyncBackend:
 
     async def _apply_target(self, plan: Plan, target: Target, dry_run: bool,
                             notes: list[str]) -> int:
-        wanted = self._desired(plan, target)
+        # a state the store can prove when it writes (``known``): no read before a write
+        base = None if dry_run else self._known(target)
+        first: asyncio.Future[RRsets] | None = None
+        if base is None:
+            # the first read goes out before the desired state is computed: the server
+            # (another process) prepares its answer while this one computes
+            first = asyncio.ensure_future(self.store.read(target))
+        try:
+            if first is not None:
+                for _ in range(_LET_IT_SEND):
+                    await asyncio.sleep(0)
+            wanted = self._desired(plan, target)
+        except BaseException:
+            if first is not None:
+                first.cancel()
+                with contextlib.suppress(BaseException):
+                    await first
+            raise
+        attempts = max(1, self.retry.attempts)
+        attempt = 0
         last: Exception | None = None
-        for attempt in range(self.retry.attempts):
-            if attempt:
-                self.stats.retries += 1
+        while True:
             try:
-                existing = await self.store.read(target)
-                changes = diff(existing, wanted)
+                if base is not None:
+                    existing, base = base, None
+                    changes = diff(existing, wanted)
+                    if not changes:  # a pass that writes nothing reads: drift is found so
+                        existing = await self.store.read(target)
+                        changes = diff(existing, wanted)
+                else:
+                    reading, first = first, None
+                    existing = await (reading if reading is not None
+                                      else self.store.read(target))
+                    changes = diff(existing, wanted)
                 self._report_drift(target, existing, wanted, changes)
                 if dry_run or not changes:
                     if dry_run:
@@ -209,6 +249,8 @@ class SyncBackend:
                 log.info("%s: %s: applied plan v%d: %d changes", self.name, target.label,
                          plan.version, len(changes))
                 return len(changes)
+            except Unproven:
+                continue  # nothing was sent: the same attempt, from a read this time
             except Conflict as exc:
                 self.stats.conflicts += 1
                 last = exc
@@ -221,8 +263,17 @@ class SyncBackend:
                     log.warning("%s: %s: %s; retry in %.2fs", self.name, target.label, exc,
                                 delay)
                     await asyncio.sleep(delay)
+            attempt += 1
+            if attempt >= attempts:
+                break
+            self.stats.retries += 1
         raise BackendError(self.name, f"{target.label}: gave up after "
                            f"{self.retry.attempts} attempts: {last}")
+
+    def _known(self, target: Target) -> RRsets | None:
+        known = getattr(self.store, "known", None)
+        return None if known is None else cast(Callable[[Target], "RRsets | None"],
+                                                known)(target)
 
     async def _read(self, target: Target) -> RRsets:
         last: Exception | None = None
@@ -266,8 +317,8 @@ def _drift_text(change: Change) -> str:
     if change.after is None:
         return "deleted"
     if change.before is None:
-        return "added " + " ".join(sorted(r.to_text() for r in change.after))
-    return "now " + " ".join(sorted(r.to_text() for r in change.after))
+        return "added " + " ".join(change.after.values)
+    return "now " + " ".join(change.after.values)
 
 
 def _cause(exc: BackendError) -> str:

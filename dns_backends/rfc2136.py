@@ -25,7 +25,13 @@ drop from an accepted UPDATE is a CNAME added next to other data (RFC 2136 secti
 3.4.2.2): a write adding a CNAME, a serial that moved by more than one, or a split write
 is verified by a full AXFR instead.
 A full AXFR is also done at least every ``full_read_s`` and whenever the serial moved
-without us.
+without us. The next write may start from that verified state without a read
+(``known``): its UPDATE carries the zone's SOA as of then, which proves the state or
+makes the server refuse.
+
+The UPDATE is rendered by ``dns_backends.update_wire`` (the same bytes as dnspython's
+``UpdateMessage``, tested; see there why) and sent with its SOA check over one TCP
+connection (``dns_backends.dnstcp``).
 
 BIND views: each view is reached with its own TSIG key (``match-clients { key K; ... }``),
 so an update, a transfer and a verifying query signed with K all land in that view. See
@@ -47,13 +53,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import dns.asyncquery
+import dns.entropy
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
+import dns.opcode
 import dns.query
 import dns.rcode
-import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.serial
@@ -63,7 +70,8 @@ import dns.xfr
 import dns.zone
 
 from dns_backends.base import BackendError
-from dns_backends.reconcile import Conflict, Target, Transient
+from dns_backends.dnstcp import DnsTcp
+from dns_backends.reconcile import Conflict, Target, Transient, Unproven
 from dns_backends.records import (
     CNAME,
     AnswersMode,
@@ -73,6 +81,7 @@ from dns_backends.records import (
     managed,
     managed_names,
 )
+from dns_backends.update_wire import Rendered, Signer, reference_message, render
 from edge.plan import Plan
 from geo.segment import DEFAULT_SEGMENT
 
@@ -123,6 +132,10 @@ class TsigKey:
     def dns_name(self) -> dns.name.Name:
         return dns.name.from_text(self.name)
 
+    @property
+    def signer(self) -> Signer:
+        return Signer.of(self.name, self.secret, self.wire_algorithm)
+
     def describe(self) -> str:
         return f"TSIG key {self.name} ({self.algorithm})"
 
@@ -172,8 +185,8 @@ def _change_size(c: Change) -> int:
     for rrset in (c.before, c.after):
         if rrset is not None:
             fixed = _RDLEN.get(rrset.rdtype)
-            size += len(rrset) * (owner + fixed) if fixed is not None else \
-                sum(owner + len(rd.to_digestable()) for rd in rrset)
+            size += len(rrset.values) * (owner + fixed) if fixed is not None else \
+                sum(owner + len(v) + 2 for v in rrset.values)  # a name: text + 1 or less
     return size
 
 
@@ -262,6 +275,7 @@ class Rfc2136Store:
         self._soa: dict[Target, dns.rrset.RRset] = {}  # the SOA RRset as last read
         self._per_rrset: set[Target] = set()  # after an SOA-prerequisite conflict
         self._just_verified: dict[Target, float] = {}  # write() proved the state, when
+        self._unread: set[Target] = set()  # known() handed out a state: no read since
         # target -> (serial, when, managed RRsets) of the last transfer
         self._cache: dict[Target, tuple[int, float, RRsets]] = {}
         self.full_read_s = full_read_s
@@ -275,20 +289,39 @@ class Rfc2136Store:
     def desired(self, plan: Plan, target: Target) -> RRsets:
         return desired(plan, self.services, target.zone, target.segment, self.answers)
 
+    def known(self, target: Target) -> RRsets | None:
+        """Our last verified state (the zone as of our own write or transfer, less than
+        ``full_read_s`` ago), when the next UPDATE will carry the zone's SOA as then read:
+        the server refuses it if anything in the zone changed since (the write is then
+        retried after a read, and the change is reported as drift). ``SyncBackend`` then
+        writes without an SOA query first; a pass with nothing to write still reads."""
+        cached = self._cache.get(target)
+        soa = self._soa.get(target)
+        if (target in self._per_rrset or cached is None or soa is None
+                or time.monotonic() - cached[1] >= self.full_read_s
+                or self.serials.get(target) != cached[0] or soa[0].serial != cached[0]):
+            return None
+        self._unread.add(target)
+        return cached[2]
+
     async def read(self, target: Target) -> RRsets:
         """The managed RRsets; by AXFR, unless the SOA serial says nothing changed since the
-        last transfer (less than ``full_read_s`` ago): then one SOA query is enough."""
+        last transfer (less than ``full_read_s`` ago): then one SOA query is enough.
+
+        The mapping returned is the store's own (read-only): after a verified write it is
+        the very ``wanted`` mapping written, so the diffs that follow are empty at once."""
+        self._unread.discard(target)
         cached = self._cache.get(target)
         proved = self._just_verified.pop(target, None)
         if proved is not None and cached is not None and time.monotonic() - proved < 1.0:
             # the read right after our write: write() has just proved the state (SOA
             # prerequisite, serial +1) with its own SOA query; a second one adds nothing
-            return dict(cached[2])
+            return cached[2]
         if (cached is not None and time.monotonic() - cached[1] < self.full_read_s
                 and await self.soa_serial(target) == cached[0]):
-            return dict(cached[2])
+            return cached[2]
         state = await self._transfer(target)
-        self._cache[target] = (self.serials[target], time.monotonic(), dict(state))
+        self._cache[target] = (self.serials[target], time.monotonic(), state)
         return state
 
     async def _transfer(self, target: Target) -> RRsets:
@@ -313,30 +346,64 @@ class Rfc2136Store:
 
     async def write(self, target: Target, changes: Sequence[Change], wanted: RRsets) -> None:
         self._just_verified.pop(target, None)
+        unread = target in self._unread  # from known(): only the SOA guard proves the base
+        self._unread.discard(target)
         key = self._key(target)
-        runs = batches(changes)
+        runs = [list(changes)]  # one message if it fits (it is rendered before it is sent)
         serial_before = self.serials.get(target)
         soa = self._soa.get(target) if target not in self._per_rrset else None
+        async with DnsTcp(self.host, self.port, self.timeout) as tcp:  # UPDATE(s), SOA query
+            await self._send(target, key, runs, soa, tcp, unread)
+            self._per_rrset.discard(target)
+            if serial_before is None:
+                return
+            serial = await self.soa_serial(target, tcp)
+        if not dns.serial.Serial(serial) > dns.serial.Serial(serial_before):
+            raise self._error(target, f"the server answered NOERROR but the SOA serial "
+                              f"did not move ({serial_before} -> {serial})")
+        cached = self._cache.get(target)
+        if (len(runs) == 1 and cached is not None and cached[0] == serial_before
+                and serial == (serial_before + 1) % 2**32
+                and not any(c.after is not None and c.rdtype == CNAME for c in changes)):
+            # the zone was what we read (prerequisite), the UPDATE applied whole, nobody
+            # else wrote (serial +1): it now holds ``wanted`` (module docstring, "verified")
+            self._cache[target] = (serial, cached[1], wanted)
+            self._just_verified[target] = time.monotonic()
+        else:
+            self._cache.pop(target, None)  # the verifying read transfers the zone
+
+    async def _send(self, target: Target, key: TsigKey | None, runs: list[list[Change]],
+                    soa: dns.rrset.RRset | None, tcp: DnsTcp, unread: bool = False) -> None:
+        """Each run as one UPDATE, in order; a run too big for one message is halved
+        (``runs`` then says how many were sent). The prerequisite is the zone's ``soa``
+        when everything fits one message, else one per changed RRset."""
+        zone = dns.name.from_text(target.zone)
+        signer = key.signer if key is not None else None
         i = 0
         while i < len(runs):
             run = runs[i]
             whole = soa if len(runs) == 1 else None
-            msg = self._update(target, key, run, whole)
             where = "" if len(runs) == 1 else f" (message {i + 1} of {len(runs)}; the " \
                 f"{i} before it were applied)"
-            try:  # tcp() renders the message before any I/O: TooBig means nothing was sent
-                reply = await dns.asyncquery.tcp(msg, self.host, timeout=self.timeout,
-                                                 port=self.port)
+            try:  # rendered before any I/O: TooBig means nothing was sent
+                msg = render(zone, run, whole, signer)
             except dns.exception.TooBig:
+                if unread:  # split writes carry no SOA guard: the base must be read
+                    raise Unproven from None
+                if i == 0 and len(runs) == 1 and len(run) > 1:  # split by size estimate
+                    runs[:] = batches(run)
+                    if len(runs) > 1:
+                        continue
                 if len(run) == 1:
                     raise self._error(target, f"one change does not fit in an UPDATE: "
                                       f"{run[0].describe()[:200]}") from None
                 runs[i:i + 1] = [run[:len(run) // 2], run[len(run) // 2:]]
                 continue
+            try:
+                reply = await self._exchange(tcp, msg, key)
             except Exception as exc:
                 self.sent["update"] += 1
-                err = self._classify(target, key, exc, "update" + where)
-                raise err from None
+                raise self._classify(target, key, exc, "update" + where) from None
             i += 1
             self.sent["update"] += 1
             rcode = reply.rcode()
@@ -351,36 +418,28 @@ class Rfc2136Store:
                 raise Transient(f"update failed: SERVFAIL (see the server log){where}")
             raise self._error(target, f"update rejected: {text}: "
                               f"{_RCODE_HELP.get(rcode, 'see the server log')}{where}")
-        self._per_rrset.discard(target)
-        if serial_before is None:
-            return
-        serial = await self.soa_serial(target)
-        if not dns.serial.Serial(serial) > dns.serial.Serial(serial_before):
-            raise self._error(target, f"the server answered NOERROR but the SOA serial "
-                              f"did not move ({serial_before} -> {serial})")
-        cached = self._cache.get(target)
-        if (len(runs) == 1 and cached is not None and cached[0] == serial_before
-                and serial == (serial_before + 1) % 2**32
-                and not any(c.after is not None and c.rdtype == CNAME for c in changes)):
-            # the zone was what we read (prerequisite), the UPDATE applied whole, nobody
-            # else wrote (serial +1): it now holds ``wanted`` (module docstring, "verified")
-            self._cache[target] = (serial, cached[1], dict(wanted))
-            self._just_verified[target] = time.monotonic()
-        else:
-            self._cache.pop(target, None)  # the verifying read transfers the zone
 
     async def aclose(self) -> None:
         return None
 
     # helpers ------------------------------------------------------------------------------
-    async def soa_serial(self, target: Target) -> int:
+    async def soa_serial(self, target: Target, tcp: DnsTcp | None = None) -> int:
+        """The zone's SOA serial, by a (signed) query over ``tcp`` or a connection of its
+        own; the SOA RRset is kept for the next UPDATE's prerequisite."""
         key = self._key(target)
         q = dns.message.make_query(target.zone, dns.rdatatype.SOA)
         if key is not None:
             q.use_tsig(key.keyring, key.dns_name, algorithm=key.wire_algorithm)
         self.sent["query"] += 1
         try:
-            reply = await dns.asyncquery.tcp(q, self.host, timeout=self.timeout, port=self.port)
+            if tcp is None:
+                async with DnsTcp(self.host, self.port, self.timeout) as own:
+                    rwire = await own.exchange(q.to_wire())
+            else:
+                rwire = await tcp.exchange(q.to_wire(), idempotent=True)
+            reply = dns.message.from_wire(rwire, keyring=q.keyring, request_mac=q.mac)
+            if not q.is_response(reply):
+                raise dns.query.BadResponse
         except Exception as exc:
             raise self._classify(target, key, exc, "SOA query") from None
         rrset = reply.get_rrset(reply.answer, dns.name.from_text(target.zone), reply.question[0]
@@ -399,33 +458,24 @@ class Rfc2136Store:
 
     def _update(self, target: Target, key: TsigKey | None, changes: Sequence[Change],
                 soa: dns.rrset.RRset | None = None) -> dns.update.UpdateMessage:
-        """The UPDATE for ``changes``: prerequisite the zone's ``soa`` as read when given,
-        else one per changed RRset (see the module docstring)."""
-        msg = dns.update.UpdateMessage(target.zone) if key is None else dns.update.UpdateMessage(
-            target.zone, keyring=key.keyring, keyname=key.dns_name,
-            keyalgorithm=key.wire_algorithm)
-        if soa is not None:  # value dependent: the RRset as read, TTL 0 (RFC 2136 2.4.2)
-            prereq = soa.copy()  # type: ignore[no-untyped-call]
-            prereq.ttl = 0
-            msg.prerequisite.append(prereq)
-        else:
-            for c in changes:
-                if c.before is None:
-                    msg.absent(c.name, c.rdtype)
-                else:
-                    prereq = c.before.copy()  # type: ignore[no-untyped-call]  # no rehashing
-                    prereq.ttl = 0
-                    msg.prerequisite.append(prereq)
-        # deletes first: a name never holds CNAME and addresses at once. "Delete an RRset"
-        # (RFC 2136 2.5.2: class ANY, TTL 0, no rdata) built directly, as msg.delete()
-        # would, minus its per-call lookup in the message's RRset index
-        msg.update.extend(dns.rrset.RRset(c.name, dns.rdataclass.IN, c.rdtype,
-                                          dns.rdatatype.NONE, dns.rdataclass.ANY)
-                          for c in changes if c.before is not None)
-        # the new RRsets go in as they are (class IN, their TTL): re-adding rdata one by one
-        # through UpdateMessage.add would rehash every one of them
-        msg.update.extend(c.after for c in changes if c.after is not None)
-        return msg
+        """The UPDATE for ``changes`` as dnspython builds it: prerequisite the zone's
+        ``soa`` as read when given, else one per changed RRset (module docstring). What
+        ``write`` sends is ``update_wire.render`` of the same: the same bytes (tested)."""
+        return reference_message(dns.name.from_text(target.zone), changes, soa,
+                                 key.signer if key is not None else None,
+                                 dns.entropy.random_16())
+
+    @staticmethod
+    async def _exchange(tcp: DnsTcp, msg: Rendered, key: TsigKey | None) -> dns.message.Message:
+        """Send one rendered UPDATE and read the reply; dnspython parses it and checks its
+        TSIG against our request's MAC, as ``dns.asyncquery.tcp`` would."""
+        rwire = await tcp.exchange(msg.wire)
+        reply = dns.message.from_wire(rwire, keyring=key.signer.key if key is not None
+                                      else None, request_mac=msg.mac)
+        if (reply.id != msg.id or not reply.flags & dns.flags.QR
+                or reply.opcode() != dns.opcode.UPDATE):
+            raise dns.query.BadResponse
+        return reply
 
     def _error(self, target: Target, message: str) -> BackendError:
         return BackendError(self.name, f"{target.label}: {message} "

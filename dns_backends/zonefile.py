@@ -241,7 +241,7 @@ class ZoneFileStore:
                 if c.before is not None:
                     txn.delete(c.name, c.rdtype)
                 if c.after is not None:
-                    txn.replace(c.name, c.after)
+                    txn.replace(c.name, c.after.to_rrset())
             soa = zone.get_rdataset(origin, SOA)
             if soa is None:
                 raise BackendError(self.name, f"{target.label}: the zone file has no SOA")

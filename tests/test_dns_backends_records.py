@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dns_backends.records import (
+    RecordSet,
     RRsets,
     answer_rrsets,
     desired,
@@ -24,8 +25,8 @@ from tests.servers_dns import answer_set, plan, services
 NAME = dns.name.from_text("www.example.hk")
 
 
-def values(rrsets: list[dns.rrset.RRset]) -> dict[str, set[str]]:
-    return {r.rdtype.name: {rd.to_text() for rd in r} for r in rrsets}
+def values(rrsets: list[RecordSet]) -> dict[str, set[str]]:
+    return {r.rdtype.name: set(r.values) for r in rrsets}
 
 
 def test_all_mode_carries_every_positive_answer_and_drops_drained() -> None:
@@ -69,8 +70,8 @@ def test_segment_falls_back_to_default_and_unknown_zone_is_empty() -> None:
     cn = desired(p, svcs, "example.hk", "cn")
     other = desired(p, svcs, "example.hk", "hk")
     assert {k[0].to_text() for k in cn} == {"www.example.hk."}  # api: no answers, no records
-    assert {rd.to_text() for rd in cn[(NAME, dns.rdatatype.A)]} == {"192.0.2.9"}
-    assert {rd.to_text() for rd in other[(NAME, dns.rdatatype.A)]} == {"192.0.2.1"}
+    assert cn[(NAME, dns.rdatatype.A)].values == ("192.0.2.9",)
+    assert other[(NAME, dns.rdatatype.A)].values == ("192.0.2.1",)
     assert desired(p, svcs, "example.org", "default") == {}
 
 
@@ -79,7 +80,9 @@ def test_managed_ignores_other_names_and_types() -> None:
               dns.rrset.from_text("www.example.hk.", 60, "IN", "TXT", "hello"),
               dns.rrset.from_text("other.example.hk.", 60, "IN", "A", "192.0.2.2"),
               dns.rrset.from_text("example.hk.", 60, "IN", "NS", "ns1.example.hk.")]
-    assert list(managed(rrsets, frozenset({NAME}))) == [(NAME, dns.rdatatype.A)]
+    found = managed(rrsets, frozenset({NAME}))
+    assert list(found) == [(NAME, dns.rdatatype.A)]
+    assert found[(NAME, dns.rdatatype.A)] == RecordSet(NAME, dns.rdatatype.A, 60, ("192.0.2.1",))
 
 
 def test_segment_networks() -> None:
@@ -98,8 +101,8 @@ def test_segment_networks() -> None:
 
 _names = st.sampled_from(["a", "b", "c"]).map(lambda n: dns.name.from_text(f"{n}.example.hk"))
 _rrset = st.builds(
-    lambda name, ttl, octets: dns.rrset.from_text_list(
-        name, ttl, "IN", "A", [f"192.0.2.{o}" for o in octets]),
+    lambda name, ttl, octets: RecordSet.of(
+        name, dns.rdatatype.A, ttl, [f"192.0.2.{o}" for o in octets]),
     _names, st.sampled_from([30, 60]), st.sets(st.integers(1, 5), min_size=1, max_size=3))
 _state = st.lists(_rrset, max_size=4).map(lambda rs: {(r.name, r.rdtype): r for r in rs})
 
@@ -126,3 +129,47 @@ def test_diff_applied_to_existing_gives_wanted_and_is_minimal(existing: RRsets,
     assert len(changes) == len(differing)  # one change per differing RRset, no more
     kinds = [c.action for c in changes]
     assert kinds == sorted(kinds, key=lambda a: a != "delete")  # deletes first
+
+
+# RecordSet against dnspython ----------------------------------------------------------------
+
+_AAAA_TEXTS = ["2001:db8::1", "2001:DB8:0:0:0:0:0:1", "2001:db8:0:1:0:0:0:0", "::1",
+               "::ffff:192.0.2.1", "2001:db8:1:2:3:4:5:6", "fe80::"]
+_CNAME_TEXTS = ["a.cdn.example.net", "A.CDN.example.net.", "b.cdn.example.net", "x.example.hk"]
+_typed = st.one_of(
+    st.tuples(st.just(dns.rdatatype.A),
+              st.lists(st.sampled_from(["192.0.2.1", "192.0.2.2", "10.0.0.1"]), min_size=1,
+                       max_size=3)),
+    st.tuples(st.just(dns.rdatatype.AAAA),
+              st.lists(st.sampled_from(_AAAA_TEXTS), min_size=1, max_size=3)),
+    st.tuples(st.just(dns.rdatatype.CNAME), st.lists(st.sampled_from(_CNAME_TEXTS),
+                                                     min_size=1, max_size=1)))
+_record_set = st.builds(lambda name, ttl, typed: RecordSet.of(name, typed[0], ttl, typed[1]),
+                        _names, st.sampled_from([30, 60]), _typed)
+
+
+def _dnspython(r: RecordSet, texts: list[str]) -> dns.rrset.RRset:
+    return dns.rrset.from_text_list(r.name, r.ttl, "IN", r.rdtype, texts,
+                                    origin=dns.name.root, relativize=False)
+
+
+@given(_record_set, _record_set)
+def test_same_agrees_with_dnspython_and_values_round_trip(a: RecordSet, b: RecordSet) -> None:
+    """``same`` on canonical text says what dnspython's RRset equality (plus TTL) says, and
+    a RecordSet read back from dnspython's RRset is the one it came from. (``same`` is
+    asked only about the same key: one owner.)"""
+    b = RecordSet(a.name, b.rdtype, b.ttl, b.values)
+    ra, rb = _dnspython(a, list(a.values)), _dnspython(b, list(b.values))
+    assert same(a, b) == (a.ttl == b.ttl and ra == rb)
+    assert RecordSet.from_rrset(ra) == a and a.to_rrset() == ra
+
+
+@given(_names, st.sampled_from([30, 60]), _typed)
+def test_canonical_values_match_dnspython_text(name: dns.name.Name, ttl: int,
+                                               typed: tuple[dns.rdatatype.RdataType,
+                                                            list[str]]) -> None:
+    """Any spelling of the same rdata gives dnspython's presentation text, once."""
+    rdtype, texts = typed
+    built = RecordSet.of(name, rdtype, ttl, texts)
+    parsed = _dnspython(built, texts)
+    assert built.values == tuple(sorted({rd.to_text() for rd in parsed}))

@@ -195,17 +195,33 @@ async def test_server_down_then_back_converges(primary: Primary) -> None:
 
 
 async def test_many_changes_go_in_few_messages(primary: Primary) -> None:
-    names = [f"h{i}.example.hk" for i in range(1500)]
+    names = [f"h{i}.example.hk" for i in range(3000)]
     store = Rfc2136Store("bulk", (primary.server.host, primary.server.port), [ZONE],
-                         services(*names), key=primary.key, timeout=5.0)
+                         services(*names, "keep.example.hk"), key=primary.key, timeout=5.0)
     backend = SyncBackend(store, retry=FAST)
-    big = plan(1, {(n, "default"): [("A", f"10.{i // 250}.{i % 250}.1", 1),
-                                    ("A", f"10.{i // 250}.{i % 250}.2", 1)]
-                   for i, n in enumerate(names)})
+    keep = {("keep.example.hk", "default"): [("A", "192.0.2.77", 1)]}
+    half = plan(1, {(n, "default"): [("A", f"10.{i // 250}.{i % 250}.1", 1),
+                                     ("A", f"10.{i // 250}.{i % 250}.2", 1)]
+                    for i, n in enumerate(names[:1500])} | keep)
+    assert (await backend.apply(half)).changed == 1501
+    assert store.sent["update"] == 1  # ~60 kB: all of it in one message, under the SOA
+    big = plan(2, {(n, "default"): [("A", f"10.{i // 250}.{i % 250}.3", 1),
+                                    ("A", f"10.{i // 250}.{i % 250}.4", 1)]
+                   for i, n in enumerate(names)} | keep)
+    # a hand edit of a name the big write leaves alone: a split write has no SOA guard,
+    # so it must start from a read (not from the state known since our last write)
+    _nsupdate(primary, "update delete keep.example.hk A\n"
+              "update add keep.example.hk 60 A 198.51.100.77")
     result = await backend.apply(big)
-    assert result.changed == 1500
-    assert store.sent["update"] == 2  # ~70 kB of changes: two messages, not 1500
-    assert primary.q("h1499.example.hk")[1] == {"10.5.249.1", "10.5.249.2"}
+    assert result.changed == 3001 and backend.stats.drift == 1
+    # ~150 kB with one prerequisite per RRset: a few messages, not 3000
+    assert 2 <= store.sent["update"] - 1 <= 5
+    assert primary.q("h2999.example.hk")[1] == {"10.11.249.3", "10.11.249.4"}
+    assert primary.q("h1499.example.hk")[1] == {"10.5.249.3", "10.5.249.4"}
+    assert primary.q("keep.example.hk")[1] == {"192.0.2.77"}
+    assert backend.stats.conflicts == 0  # split: read first (no SOA guard), no refusal
+    assert primary.q("h2999.example.hk")[1] == {"10.11.249.3", "10.11.249.4"}
+    assert primary.q("h1499.example.hk")[1] == {"10.5.249.3", "10.5.249.4"}
     assert (await backend.apply(big)).changed == 0
 
 
@@ -327,6 +343,37 @@ async def test_a_verified_write_becomes_the_known_state_without_a_transfer(
     assert (await backend.apply(PLAN1)).changed == 1 and backend.stats.drift == 1
     assert store.sent["axfr"] == 3
     assert primary.q("www.example.hk")[1] == {"192.0.2.1", "192.0.2.2"}
+
+
+async def test_a_write_from_the_verified_state_needs_no_read_and_is_still_guarded(
+        primary: Primary, caplog: pytest.LogCaptureFixture) -> None:
+    """After a verified write the next write goes out without an SOA query first (the
+    UPDATE's SOA prerequisite proves the base); if the zone was edited meanwhile the
+    server refuses it, and the write is redone from a fresh read: the edit is reported as
+    drift and put back, nothing is clobbered silently."""
+    v1 = plan(1, {("www.example.hk", "default"): [("A", "192.0.2.1", 1)],
+                  ("api.example.hk", "default"): [("A", "192.0.2.10", 1)]})
+    v2 = plan(2, {("www.example.hk", "default"): [("A", "192.0.2.2", 1)],
+                  ("api.example.hk", "default"): [("A", "192.0.2.10", 1)]})
+    v3 = plan(3, {("www.example.hk", "default"): [("A", "192.0.2.3", 1)],
+                  ("api.example.hk", "default"): [("A", "192.0.2.10", 1)]})
+    backend = primary.backend()
+    store = store_of(backend)
+    await backend.apply(v1)
+    queries = store.sent["query"]
+    assert (await backend.apply(v2)).changed == 1
+    assert store.sent["query"] == queries + 1  # the serial check after the UPDATE only
+    assert primary.q("www.example.hk")[1] == {"192.0.2.2"}
+    _nsupdate(primary, "update delete api.example.hk A\n"
+              "update add api.example.hk 60 A 198.51.100.10")
+    caplog.set_level(logging.WARNING, "edgesteer.backends")
+    assert (await backend.apply(v3)).changed == 2  # www, and api put back
+    assert backend.stats.conflicts == 1 and backend.stats.drift == 1
+    assert store.sent["update"] == 4  # v1, v2, v3 refused, v3 from the fresh read
+    assert any("drift" in r.getMessage() and "api.example.hk" in r.getMessage()
+               for r in caplog.records)
+    assert primary.q("www.example.hk")[1] == {"192.0.2.3"}
+    assert primary.q("api.example.hk")[1] == {"192.0.2.10"}
 
 
 async def test_a_cname_the_server_drops_silently_is_caught_by_the_verify(

@@ -9,12 +9,14 @@ import struct
 from collections.abc import AsyncIterator, Callable
 
 import dns.message
+import dns.opcode
 import dns.rdatatype
 import dns.rrset
 import pytest
 
 from dns_backends.base import BackendError
 from dns_backends.reconcile import Target, Transient
+from dns_backends.records import A, Change, RecordSet, name_of
 from dns_backends.rfc2136 import Rfc2136Store
 from tests.conftest import free_port
 from tests.servers_dns import ZONE, services
@@ -44,8 +46,10 @@ class Peer:
     def __init__(self) -> None:
         self.respond: Callable[[dns.message.Message], bytes] = lambda q: b""
         self.port = free_port()
+        self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             (n,) = struct.unpack("!H", await reader.readexactly(2))
             q = dns.message.from_wire(await reader.readexactly(n))
@@ -79,7 +83,7 @@ async def test_a_good_transfer_is_read(peer: Peer) -> None:
                                           f"other.{ZONE}. 60 IN A 192.0.2.3"])
     s = store(peer)
     state = await s.read(Target(ZONE, "default"))
-    assert [sorted(rd.to_text() for rd in r) for r in state.values()] == [
+    assert [list(r.values) for r in state.values()] == [
         ["192.0.2.1", "192.0.2.2"]]  # split RRs merged; other names are not ours
     assert s.serials[Target(ZONE, "default")] == 7
 
@@ -138,3 +142,49 @@ async def test_mutated_transfers_never_escape_as_odd_exceptions(peer: Peer) -> N
             outcomes["error"] += 1
     assert outcomes["error"] > 0 and sum(outcomes.values()) == 150
     assert len(good) == 150
+
+
+def _one_message_server(serial: list[int], answer_updates: bool = True
+                        ) -> Callable[[dns.message.Message], bytes]:
+    """Answers an SOA query with ``serial[0]``; an UPDATE bumps it (or gets no answer)."""
+    def respond(q: dns.message.Message) -> bytes:
+        r = dns.message.make_response(q)
+        if q.opcode() == dns.opcode.UPDATE:
+            if not answer_updates:
+                return b""
+            serial[0] += 1
+        else:
+            r.answer.append(dns.rrset.from_text(f"{ZONE}.", 3600, "IN", "SOA",
+                                                SOA_VALUE.replace(" 7 ", f" {serial[0]} ")))
+        w = r.to_wire()
+        return struct.pack("!H", len(w)) + w
+    return respond
+
+
+def _change() -> Change:
+    name = name_of(f"www.{ZONE}")
+    return Change(name, A, None, RecordSet.of(name, A, 60, ["192.0.2.1"]))
+
+
+async def test_the_soa_check_after_an_update_survives_a_closed_connection(peer: Peer) -> None:
+    """The UPDATE and the SOA query that checks it share one connection; a server that
+    closed it after the UPDATE (idle timeout) gets the query again on a new one."""
+    serial = [7]
+    peer.respond = _one_message_server(serial)
+    s, t = store(peer), Target(ZONE, "default")
+    assert await s.soa_serial(t) == 7
+    await s.write(t, [_change()], {})
+    assert s.serials[t] == 8 and serial == [8]
+    assert dict(s.sent) == {"query": 2, "update": 1}
+    assert peer.connections == 3  # the query, the UPDATE, the query again on a new one
+
+
+async def test_an_update_without_answer_is_not_sent_again(peer: Peer) -> None:
+    """An UPDATE is not idempotent: a connection closed before its answer is an error
+    (retried by SyncBackend after a fresh read), never a silent resend."""
+    peer.respond = _one_message_server([7], answer_updates=False)
+    s, t = store(peer), Target(ZONE, "default")
+    await s.soa_serial(t)
+    with pytest.raises(Transient, match="update: IncompleteReadError"):
+        await s.write(t, [_change()], {})
+    assert peer.connections == 2 and s.sent["update"] == 1
