@@ -31,6 +31,7 @@ import dns.flags
 import dns.message
 import netaddr
 
+from dns_backends.builtin.cookies import ServerCookies
 from dns_backends.builtin.server import BuiltinDnsServer
 from edge.config.schema import Endpoint, Pool, Service, Zone
 from edge.plan import AnswerSet, Plan, WeightedAnswer
@@ -75,9 +76,11 @@ def make_servers() -> tuple[BuiltinDnsServer, BuiltinDnsServer]:
     matcher = SegmentMatcher([Segment("ct", cidrs=netaddr.IPSet(["10.1.0.0/16"])),
                               Segment("local", cidrs=netaddr.IPSet(["127.0.0.0/8", "::1/128"]))])
     out = []
+    # one secret and a stopped clock: both servers make the same server cookies
+    cookies = ServerCookies(b"fuzz" * 4, clock=lambda: 1764150000.0)
     for fast in (True, False):
         srv = BuiltinDnsServer(zones, services, matcher, [], rng=random.Random(0),
-                               fast_path=fast, initial_serial=7)
+                               fast_path=fast, initial_serial=7, cookies=cookies)
         srv.apply_now(plan)
         out.append(srv)
     return out[0], out[1]

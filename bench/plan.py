@@ -3,16 +3,20 @@ re-plans after one link changes state. Prints time and peak memory (tracemalloc,
 separate pass so the timings are not slowed by it).
 
     .venv/bin/python bench/plan.py [--services 10000] [--segments 50] [--links 1000]
-                                   [--changes 20] [--plain] [--json]
+                                   [--changes 20] [--full-cycles 0] [--plain]
+                                   [--json]
 
 Topology: LINKS links (half priority 1, half priority 2); every service has two pools of
 4 endpoints (a tier-1 pool and a tier-2 pool) on links picked at random (seeded), with its
 own answer addresses; its policy has SEGMENTS-1 segment rules plus ``default``, cycling
 over three pool lists. A change takes one random link DOWN (or back UP). The full plan is
 ``IncrementalPlanner``'s constructor plus its first call; reading every answer set once
-afterwards (the per-segment copies are made on first access) is timed apart. No DNS server
-plans, so there is no peer to compare with; goals (issue 4): full < 2 s and < 1 GiB,
-incremental < 20 ms.
+afterwards (the per-segment copies are made on first access) is timed apart. A *cycle* is
+what the engine does per change (``edge.steering.cycle.Steering``): planner, rails, diff
+and guard against the plan in force, then commit (``--full-cycles N`` also times N cycles
+that walk every answer set, as before the cycle became incremental). No DNS server plans,
+so there is no peer to compare with; goals (issue 4): full < 2 s and < 1 GiB, incremental
+< 20 ms.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from edge.config.schema import (
     Zone,
 )
 from edge.health.state import HealthSnapshot, HealthState, LinkHealth
+from edge.steering.cycle import Steering
 from edge.steering.incremental import IncrementalPlanner
 from edge.steering.planner import plan
 
@@ -92,6 +97,30 @@ def snapshot(states: dict[str, HealthState], version: int) -> HealthSnapshot:
         {n: LinkHealth(n, st, 0.0, "bench") for n, st in states.items()}))
 
 
+def cycles(config: Config, changes: int, *, walk_all: bool) -> tuple[list[float], list[int]]:
+    """Engine cycles (``Steering``: planner, rails, diff, guard, then commit) after one link
+    change each; the first, full cycle is not timed. Returns the times and the answer sets
+    each cycle changed."""
+    steering = Steering(config, walk_all=walk_all)
+    states = {lk.name: HealthState.UP for lk in config.links}
+    steering.commit(steering.propose(snapshot(states, 1), 0.0).plan)
+    rng = random.Random(3)
+    times, sizes = [], []
+    for i in range(changes):
+        link = rng.choice(config.links).name
+        states = dict(states)
+        states[link] = (HealthState.DOWN if states[link] is HealthState.UP
+                        else HealthState.UP)
+        snap = snapshot(states, i + 2)  # the tracker's work, not the cycle's
+        t = time.perf_counter()
+        out = steering.propose(snap, float(i + 1))
+        if out.error is None and out.diff:
+            steering.commit(out.plan)
+        times.append(time.perf_counter() - t)
+        sizes.append(len(out.diff.changes))
+    return times, sizes
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     t = time.perf_counter()
     config = build(args.services, args.segments, args.links)
@@ -109,10 +138,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         del full
         gc.collect()
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     inc = IncrementalPlanner(config)  # indexes and static candidates count as planning
     first = inc.plan(snap, version=1, now=0.0)
     inc_full_s = time.perf_counter() - t
+    inc_full_cpu_s = time.process_time() - cpu  # the same, without other processes' share
     n_sets = len(first.answers)
     # the plan makes a segment's copy of its group's answer set on first access: time
     # reading every answer set once (what a backend building its tables pays), apart
@@ -136,7 +166,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         touched.append(inc.recomputed)
     check = plan(config, s, version=args.changes + 1, now=0.0)
     same = check.answers == inc.plan(s, version=args.changes + 1, now=0.0).answers
-    del check
+    del check, inc
+    gc.collect()
+
+    cycle = cycles(config, args.changes, walk_all=False)
+    cycle_full = cycles(config, args.full_cycles, walk_all=True) if args.full_cycles else None
     gc.collect()
 
     tracemalloc.start()
@@ -153,7 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "services": args.services, "segments": args.segments, "endpoints_per_service": 8,
         "links": args.links, "answer_sets": n_sets, "config_build_s": round(build_s, 3),
-        "full_plan_s": round(inc_full_s, 3), "full_plan_plain_planner_s": plain_s,
+        "full_plan_s": round(inc_full_s, 3), "full_plan_cpu_s": round(inc_full_cpu_s, 3),
+        "full_plan_plain_planner_s": plain_s,
         "full_plan_read_every_set_s": round(read_all_s, 3),
         "full_peak_mib": round(peak_plan / 2**20, 1),
         "full_peak_mib_every_set_read": round(peak / 2**20, 1),
@@ -161,6 +196,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "incremental_ms_max": round(max(times) * 1000, 2),
         "groups_recomputed_median": statistics.median(touched),
         "incremental_equals_full": same,
+        "cycle_ms_median": round(statistics.median(cycle[0]) * 1000, 2),
+        "cycle_ms_max": round(max(cycle[0]) * 1000, 2),
+        "cycle_answer_sets_changed_median": statistics.median(cycle[1]),
+        "cycle_walk_all_ms_median": (round(statistics.median(cycle_full[0]) * 1000, 1)
+                                     if cycle_full else None),
     }
 
 
@@ -170,6 +210,8 @@ def main() -> int:
     p.add_argument("--segments", type=int, default=50)
     p.add_argument("--links", type=int, default=1000)
     p.add_argument("--changes", type=int, default=20)
+    p.add_argument("--full-cycles", type=int, default=0,
+                   help="also time this many cycles that walk every answer set (the old way)")
     p.add_argument("--plain", action="store_true",
                    help="also time the plain planner (planner.plan), which shares nothing")
     p.add_argument("--json", action="store_true")

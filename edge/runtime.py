@@ -33,6 +33,7 @@ from edge.steering.statefile import (
     save_engine_state,
     state_dir,
 )
+from geo.geoip import GeoIP
 from geo.segment import SegmentMatcher
 from probes.agent import Agent
 from probes.bus import MeasurementBus
@@ -221,9 +222,13 @@ class NodeRuntime:
                  listen: Sequence[tuple[str, int]] | None = None) -> None:
         self.config = config
         self.bus = MemoryBus()
+        # GeoIP for segments by ASN, country, region, line; closed in aclose
+        self.geo = GeoIP(config.geo.databases) if config.geo.databases else None
         self.dns = BuiltinDnsServer(config.zones, config.services,
                                     SegmentMatcher(config.segments),
-                                    list(listen) if listen is not None else list(config.dns.listen))
+                                    list(listen) if listen is not None else list(config.dns.listen),
+                                    udp_batch=True,  # recvmmsg/sendmmsg where the OS has them
+                                    geo=self.geo)
         # Anycast (issue 8): announcements go to the BGP speakers after the DNS server.
         self.anycast = AnycastApplier(config) if config.anycast.speakers else None
         # External DNS servers (issue 6, `backends:`), each in its own reconcile loop.
@@ -260,8 +265,9 @@ class NodeRuntime:
 
     def reload(self, config: Config) -> None:
         """A new config (SIGHUP): probes follow its targets and links, the engine plans from
-        it within one cycle. Zones, services and listen addresses of the built-in server are
-        not swapped (the plan carries the answers; a new zone needs a restart)."""
+        it within one cycle. Zones, services, segments, GeoIP databases and listen addresses
+        of the built-in server are not swapped (the plan carries the answers; a new zone or
+        database needs a restart)."""
         self.config = config
         self.agent.update(config.targets, link_bindings(config))
         self.engine.reload(config)
@@ -285,6 +291,8 @@ class NodeRuntime:
         if self.anycast is not None:  # withdraw (confirmed, + drain_wait) before DNS stops
             await self.anycast.aclose()
         await self.dns.aclose()
+        if self.geo is not None:
+            self.geo.close()
 
     async def drain(self) -> None:
         """Maintenance: withdraw every anycast route (confirmed, + ``anycast.drain_wait``);

@@ -33,6 +33,12 @@ class Line:
 class Segment:
     """A set of users. Every non-empty criterion must hold (AND); within one, any value (OR).
 
+    ``regions`` are matched against ``ClientInfo.region`` (a City database's subdivision,
+    e.g. ``GD``, or the ``region`` of an operator's map): a value matches a client whose
+    region is that value, and a value in ISO 3166-2 form ``CC-SUB`` (e.g. ``CN-GD``) also
+    matches a client in (two-letter) country ``CC`` whose region is ``SUB``, since City
+    databases give the subdivision code without its country.
+
     ``bucket`` = (lo, hi) in percent selects a stable hash bucket of the client's /24 (v4) or
     /56 (v6) network, so a given subnet always lands in the same bucket.
     """
@@ -43,11 +49,20 @@ class Segment:
     countries: frozenset[str] = frozenset()
     lines: tuple[Line, ...] = ()
     bucket: tuple[float, float] | None = None
+    regions: frozenset[str] = frozenset()
+    # where the segment's users are, (lat, lon): not a criterion, the place nearest
+    # routing measures from (edge.steering.planner)
+    location: tuple[float, float] | None = None
 
     @property
     def is_catch_all(self) -> bool:
-        return not (self.cidrs or self.asns or self.countries or self.lines
+        return not (self.cidrs or self.asns or self.countries or self.regions or self.lines
                     or self.bucket is not None)
+
+    @property
+    def uses_geo(self) -> bool:
+        """Whether matching needs GeoIP data (ASN, country, region or line of the client)."""
+        return bool(self.asns or self.countries or self.regions or self.lines)
 
     def matches(self, client: ClientInfo) -> bool:
         if self.cidrs and client.address not in self.cidrs:
@@ -56,6 +71,8 @@ class Segment:
             return False
         if self.countries and client.country not in self.countries:
             return False
+        if self.regions and not in_regions(client, self.regions):
+            return False
         if self.lines and not any(line.contains(client) for line in self.lines):
             return False
         if self.bucket is not None:
@@ -63,6 +80,17 @@ class Segment:
             if not lo <= hash_bucket(client) < hi:
                 return False
         return True
+
+
+def in_regions(client: ClientInfo, regions: frozenset[str]) -> bool:
+    """Whether the client's region is one of ``regions`` (see ``Segment``)."""
+    region = client.region
+    if region is None:
+        return False
+    if region in regions:
+        return True
+    country = client.country
+    return country is not None and len(country) == 2 and f"{country}-{region}" in regions
 
 
 def hash_bucket(client: ClientInfo) -> float:

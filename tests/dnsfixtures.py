@@ -20,6 +20,7 @@ import netaddr
 from edge.config.schema import Endpoint, Pool, Service, Zone
 from edge.plan import AnswerSet, Plan, RRType, WeightedAnswer
 from geo.segment import Segment, SegmentMatcher
+from tests.conftest import require_binary
 
 ZONE = "example.hk"
 WWW = "www.example.hk"
@@ -126,3 +127,14 @@ async def raw_udp(port: int, host: str = "127.0.0.1") -> AsyncIterator[RawUdp]:
         yield proto
     finally:
         transport.close()
+
+
+async def dns_tool(tool: str, port: int, *args: str) -> str:
+    """Run ``dig`` or ``kdig`` against 127.0.0.1:``port`` once (no retries); its output."""
+    binary = require_binary(tool, "bind9-dnsutils" if tool == "dig" else "knot-dnsutils")
+    common = ["+time=2", "+tries=1"] if tool == "dig" else ["+time=2", "+retry=0"]
+    proc = await asyncio.create_subprocess_exec(
+        binary, "@127.0.0.1", "-p", str(port), *common, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    return out.decode()

@@ -6,7 +6,6 @@ the loop keeps serving) and their text output is checked.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 from collections.abc import AsyncIterator
@@ -15,7 +14,6 @@ import pytest
 
 from dns_backends.builtin.server import BuiltinDnsServer
 from tests import dnsfixtures as fx
-from tests.conftest import require_binary
 
 BIG = "big.hk"
 BIG_NS = tuple(f"ns{i:02d}-a-rather-long-label-for-a-name-server.big.hk" for i in range(12))
@@ -39,14 +37,6 @@ async def port(request: pytest.FixtureRequest) -> AsyncIterator[int]:
         await srv.aclose()
 
 
-async def client(tool: str, port: int, *args: str) -> str:
-    binary = require_binary(tool, "bind9-dnsutils" if tool == "dig" else "knot-dnsutils")
-    common = ["+time=2", "+tries=1"] if tool == "dig" else ["+time=2", "+retry=0"]
-    proc = await asyncio.create_subprocess_exec(
-        binary, "@127.0.0.1", "-p", str(port), *common, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), 20)
-    return out.decode()
 
 
 def status(out: str) -> list[str]:
@@ -54,51 +44,51 @@ def status(out: str) -> list[str]:
 
 
 async def test_dig_subnet_answer_with_scope(port: int) -> None:
-    out = await client("dig", port, "www.example.hk", "A", "+subnet=10.1.2.0/24", "+norec")
+    out = await fx.dns_tool("dig", port, "www.example.hk", "A", "+subnet=10.1.2.0/24", "+norec")
     assert status(out) == ["NOERROR"]
     assert re.search(r"flags: qr aa;", out)
     assert "CLIENT-SUBNET: 10.1.2.0/24/16" in out  # the ct segment is a /16
     assert re.search(r"www\.example\.hk\.\s+30\s+IN\s+A\s+198\.51\.100\.1", out)
-    v6 = await client("dig", port, "www.example.hk", "AAAA", "+subnet=2001:db8:ff::/56")
+    v6 = await fx.dns_tool("dig", port, "www.example.hk", "AAAA", "+subnet=2001:db8:ff::/56")
     assert "CLIENT-SUBNET: 2001:db8:ff::/56/0" in v6  # no IPv6 rules: valid for all
     assert "2001:db8::1" in v6
 
 
 async def test_dig_resolver_address_without_subnet_and_over_tcp(port: int) -> None:
-    udp = await client("dig", port, "www.example.hk", "A")
+    udp = await fx.dns_tool("dig", port, "www.example.hk", "A")
     assert "203.0.113.1" in udp and "CLIENT-SUBNET" not in udp  # 127.0.0.1 is "local"
-    tcp = await client("dig", port, "+tcp", "WWW.EXAMPLE.HK", "A")
+    tcp = await fx.dns_tool("dig", port, "+tcp", "WWW.EXAMPLE.HK", "A")
     assert re.search(r"WWW\.EXAMPLE\.HK\.\s+20\s+IN\s+A\s+203\.0\.113\.1", tcp)
     assert "(TCP)" in tcp
 
 
 async def test_dig_rcodes(port: int) -> None:
-    nx = await client("dig", port, "nope.example.hk", "A")
+    nx = await fx.dns_tool("dig", port, "nope.example.hk", "A")
     assert status(nx) == ["NXDOMAIN"] and re.search(r"AUTHORITY: 1", nx)
     assert re.search(r"example\.hk\.\s+60\s+IN\s+SOA", nx)
-    nodata = await client("dig", port, "www.example.hk", "MX")
+    nodata = await fx.dns_tool("dig", port, "www.example.hk", "MX")
     assert status(nodata) == ["NOERROR"] and "ANSWER: 0" in nodata and "AUTHORITY: 1" in nodata
-    assert status(await client("dig", port, "example.com", "A")) == ["REFUSED"]
-    assert status(await client("dig", port, "+opcode=2", "www.example.hk")) == ["NOTIMP"]
-    badvers = await client("dig", port, "+edns=1", "+noednsnegotiation", "www.example.hk")
+    assert status(await fx.dns_tool("dig", port, "example.com", "A")) == ["REFUSED"]
+    assert status(await fx.dns_tool("dig", port, "+opcode=2", "www.example.hk")) == ["NOTIMP"]
+    badvers = await fx.dns_tool("dig", port, "+edns=1", "+noednsnegotiation", "www.example.hk")
     assert status(badvers) == ["BADVERS"]
-    axfr = await client("dig", port, "example.hk", "AXFR")
+    axfr = await fx.dns_tool("dig", port, "example.hk", "AXFR")
     assert "Transfer failed" in axfr or "REFUSED" in axfr
-    anyq = await client("dig", port, "example.hk", "ANY")
+    anyq = await fx.dns_tool("dig", port, "example.hk", "ANY")
     assert status(anyq) == ["NOERROR"] and "ANSWER: 1" in anyq  # RFC 8482: one RRset
 
 
 async def test_dig_truncation_then_tcp(port: int) -> None:
-    cut = await client("dig", port, BIG, "NS", "+bufsize=512", "+ignore")
+    cut = await fx.dns_tool("dig", port, BIG, "NS", "+bufsize=512", "+ignore")
     assert re.search(r"flags: qr aa tc", cut)
-    full = await client("dig", port, BIG, "NS", "+bufsize=512")  # dig retries over TCP
+    full = await fx.dns_tool("dig", port, BIG, "NS", "+bufsize=512")  # dig retries over TCP
     assert "Truncated, retrying in TCP mode" in full and "ANSWER: 12" in full
-    roomy = await client("dig", port, BIG, "NS", "+bufsize=1232")
+    roomy = await fx.dns_tool("dig", port, BIG, "NS", "+bufsize=1232")
     assert "ANSWER: 12" in roomy and "Truncated" not in roomy
 
 
 async def test_kdig_tcp_connection_reuse_and_subnet(port: int) -> None:
-    out = await client("kdig", port, "+tcp", "+keepopen", "www.example.hk", "A",
+    out = await fx.dns_tool("kdig", port, "+tcp", "+keepopen", "www.example.hk", "A",
                        "example.hk", "SOA", "nope.example.hk", "A", "+subnet=10.1.2.0/24")
     assert status(out) == ["NOERROR", "NOERROR", "NXDOMAIN"]
     sources = set(re.findall(r"From 127\.0\.0\.1@\d+\(TCP\)", out))
@@ -107,7 +97,7 @@ async def test_kdig_tcp_connection_reuse_and_subnet(port: int) -> None:
 
 
 async def test_kdig_subnet_and_edns(port: int) -> None:
-    out = await client("kdig", port, "www.example.hk", "A", "+subnet=10.1.2.0/24", "+dnssec")
+    out = await fx.dns_tool("kdig", port, "www.example.hk", "A", "+subnet=10.1.2.0/24", "+dnssec")
     assert status(out) == ["NOERROR"] and "198.51.100.1" in out
     assert re.search(r"CLIENT-SUBNET: 10\.1\.2\.0/24/16", out)
     assert re.search(r"EDNS PSEUDOSECTION:\s*\n;; Version: 0; flags: do;", out)

@@ -13,9 +13,11 @@ from collections import Counter
 from collections.abc import Iterator
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.rcode
 import dns.rdatatype
 import pytest
 from hypothesis import given, settings
@@ -23,6 +25,7 @@ from hypothesis import strategies as st
 
 from dns_backends.builtin import fastpath
 from dns_backends.builtin.answers import select
+from dns_backends.builtin.cookies import ServerCookies
 from dns_backends.builtin.fastpath import Script, enumerate_outcomes, parse
 from dns_backends.builtin.server import BuiltinDnsServer
 from edge.plan import AnswerSet
@@ -53,22 +56,31 @@ PLAN = fx.plan(
 )
 WEIGHTED = {fx.CDN, MULTI, ALIAS}
 PEERS = ("127.0.0.1", "10.1.2.3", "192.0.2.200", "::1", "2001:db8:aa::5")
+# one secret and a stopped clock for both paths: the server cookies are then the same
+COOKIES = ServerCookies(b"k" * 16, clock=lambda: 1764150000.0)
+CLIENT_COOKIE = b"\x01" * 8
+# a server cookie of ours for 127.0.0.1, one for another client, and a foreign 32-byte one
+OURS = CLIENT_COOKIE + COOKIES.make(CLIENT_COOKIE, "127.0.0.1")
+THEIRS = CLIENT_COOKIE + COOKIES.make(CLIENT_COOKIE, "192.0.2.1")
+FOREIGN = CLIENT_COOKIE + b"\xee" * 32
 
 
 def make(fast: bool, seed: int = 1) -> BuiltinDnsServer:
     srv = BuiltinDnsServer(ZONES, SERVICES, MATCHER, [], rng=random.Random(seed),
-                           fast_path=fast, initial_serial=2026112600)
+                           fast_path=fast, initial_serial=2026112600, cookies=COOKIES)
     srv.apply_now(PLAN)
     return srv
 
 
 def wire(qname: str, rdtype: str, *, ecs: str | None = None, payload: int | None = 1232,
-         do: bool = False, rd: bool = True, cookie: bool = False, qid: int = 0x1234) -> bytes:
+         do: bool = False, rd: bool = True, cookie: bool | bytes = False,
+         qid: int = 0x1234) -> bytes:
     options: list[dns.edns.Option] = []
     if ecs is not None:
         options.append(dns.edns.ECSOption.from_text(ecs))
     if cookie:
-        options.append(dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"\x01" * 8))
+        options.append(dns.edns.GenericOption(
+            dns.edns.OptionType.COOKIE, CLIENT_COOKIE if cookie is True else cookie))
     if payload is None:
         q = dns.message.make_query(qname, rdtype, use_edns=False)
     else:
@@ -89,7 +101,9 @@ def corpus() -> Iterator[tuple[bytes, str]]:
         {}, {"payload": None}, {"payload": 512}, {"payload": 4096}, {"do": True},
         {"rd": False}, {"ecs": "10.1.2.0/24"}, {"ecs": "192.0.2.0/24", "do": True},
         {"ecs": "0.0.0.0/0"}, {"ecs": "2001:db8:aa::/56"}, {"ecs": "10.1.2.0/24", "cookie": True},
-        {"cookie": True}, {"ecs": "10.0.0.0/8", "payload": 512}]
+        {"cookie": True}, {"ecs": "10.0.0.0/8", "payload": 512},
+        {"cookie": OURS, "do": True}, {"cookie": THEIRS, "ecs": "10.1.2.0/24"},
+        {"cookie": FOREIGN, "payload": 512}, {"cookie": b"\x02" * 9}]
     for i, name in enumerate(names):
         for j, rdtype in enumerate(types):
             for k, shape in enumerate(shapes):
@@ -101,26 +115,35 @@ def corpus() -> Iterator[tuple[bytes, str]]:
 def test_fast_and_dnspython_paths_give_the_same_bytes() -> None:
     fast, slow, pool = make(True), make(False), make(True, seed=2)
     checked = weighted = 0
+    outcomes: dict[tuple[bytes, str, bool], set[bytes | None]] = {}
     for query, peer in corpus():
-        for tcp in (False, True):
+        for tcp in (False, True, False):  # the third: a repeat, answered from the memo
             before = fast.stats["events"]["fast"]
             got = fast.handle(query, peer, tcp=tcp)
             expected = slow.handle(query, peer, tcp=tcp)
             assert got is not None and expected is not None
-            question = dns.message.from_wire(query).question[0]
+            try:
+                question = dns.message.from_wire(query).question[0]
+            except dns.exception.FormError:  # a malformed cookie: FORMERR from both
+                assert got == expected and got[3] & 0x0F == dns.rcode.FORMERR
+                continue
             qname = question.name.to_text(omit_final_dot=True)
             rdtype = dns.rdatatype.to_text(question.rdtype)
             if qname.lower() in WEIGHTED and dns.message.from_wire(got).answer:
                 weighted += 1
                 # every dnspython outcome is one of the fast path's (the frequencies are
                 # compared in test_weighted_answers_have_the_same_distribution)
-                possible = {pool.handle(query, peer, tcp=tcp) for _ in range(300)}
+                possible = outcomes.get((query, peer, tcp))
+                if possible is None:
+                    possible = outcomes[query, peer, tcp] = {
+                        pool.handle(query, peer, tcp=tcp) for _ in range(300)}
                 assert got in possible and expected in possible, (qname, rdtype, peer)
             else:
                 assert got == expected, (query, peer, tcp)
             checked += fast.stats["events"]["fast"] - before
     # most of the corpus went the fast way (AXFR, big answers over UDP... did not)
-    assert checked > 2500 and weighted > 100
+    assert checked > 5000 and weighted > 100
+    assert len(fast._served.memo) > 500  # and repeats came from the memo
     for key in ("rcode", "qtype", "segment"):
         assert fast.stats[key] == slow.stats[key], key
     assert fast.stats["rcode"]["NOERROR"] > 0 and fast.stats["rcode"]["NXDOMAIN"] > 0
@@ -262,3 +285,47 @@ def test_memos_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         srv.handle(wire(f"n{i}.example.hk", "A"), "192.0.2.9", tcp=False)
         assert len(srv._parsed) <= 50
     assert srv.stats["rcode"]["NXDOMAIN"] == 300
+
+
+def test_the_reply_memo_is_per_plan_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dns_backends.builtin import server as server_module
+
+    monkeypatch.setattr(server_module, "MEMO_MAX", 50)
+    srv = make(True)
+    for i in range(300):  # distinct ECS subnets: distinct queries, all remembered
+        srv.handle(wire("www.example.hk", "A", ecs=f"10.{i % 256}.{i // 256}.0/24"),
+                   "192.0.2.9", tcp=False)
+        assert len(srv._served.memo) <= 50
+    q = wire("www.example.hk", "A", ecs="10.1.2.0/24")
+    assert fx.values(dns.message.from_wire(srv.handle(q, "192.0.2.9") or b"")) == {
+        "198.51.100.1"}
+    srv.apply_now(fx.plan(fx.answer_set(["192.0.2.99"], segment="ct"), version=2))
+    assert len(srv._served.memo) == 0  # a new plan starts with an empty memo
+    assert fx.values(dns.message.from_wire(srv.handle(q, "192.0.2.9") or b"")) == {
+        "192.0.2.99"}
+    assert fx.values(dns.message.from_wire(srv.handle(q, "192.0.2.9") or b"")) == {
+        "192.0.2.99"}  # and the repeat, from the new memo
+    assert srv.stats["events"]["fast"] == 303
+
+
+def test_a_memo_never_serves_a_draw_too_big_for_the_client() -> None:
+    """One weighted outcome chases a CNAME into a name server's 30 AAAA glue records (too
+    big for 512 bytes), the other is a short CNAME out of the zone: only whole responses
+    that fit go out over UDP, and the big draw is truncated by the dnspython path every
+    time it comes up."""
+    glue = tuple(f"2001:db8::{i:x}" for i in range(1, 31))
+    zone = fx.zone(ns=("ns1.example.hk",), ns_addresses={"ns1.example.hk": glue})
+    plan = fx.plan(fx.answer_set(["ns1.example.hk", "x.example.net"]))
+    srv = BuiltinDnsServer([zone], [fx.service()], MATCHER, [], rng=random.Random(3))
+    srv.apply_now(plan)
+    query = wire("www.example.hk", "AAAA", payload=512, ecs="10.1.2.0/24")
+    sizes, truncated = set(), 0
+    for _ in range(200):
+        reply = srv.handle(query, "192.0.2.9", tcp=False)
+        assert reply is not None and len(reply) <= 512
+        sizes.add(len(reply))
+        truncated += bool(reply[2] & 0x02)
+    assert 20 < truncated < 180 and len(sizes) == 2  # both draws came up
+    assert srv.stats["events"]["fast"] > 20  # the small draw went the fast way
+    big = srv.handle(query, "192.0.2.9", tcp=True)  # over TCP: every draw whole
+    assert big is not None and not big[2] & 0x02

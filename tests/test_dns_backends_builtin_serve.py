@@ -143,6 +143,9 @@ def test_rrl_drops_and_slips_over_the_limit(tmp_path: Path) -> None:
     (["--workers", "2", "--listen", "127.0.0.1:0"], "fixed ports"),
     (["--workers", "0"], "--workers 0"),
     (["--listen", "nonsense"], "HOST:PORT"),
+    (["--follow"], "--follow needs guard.state_dir"),
+    (["--state-dir", "/tmp"], "--state-dir goes with --follow"),
+    (["--follow", "--state-dir", "/tmp", "--follow-interval", "0"], "--follow-interval"),
 ])
 def test_bad_arguments_exit_2(tmp_path: Path, argv: list[str], message: str) -> None:
     config = write_serve_config(tmp_path)

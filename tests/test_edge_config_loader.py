@@ -49,7 +49,7 @@ BAD_CASES: list[tuple[str, int, str, str, str | None]] = [
     ('catch-all-segment', 24, 'segments[0]',
      'segment `everyone` has no criteria, so it matches everyone and the segments after it '
      'never match',
-     'give it lines, cidrs, asns, countries or a bucket, or move it last'),
+     'give it lines, cidrs, asns, countries, regions or a bucket, or move it last'),
     ('cidr-host-bits', 23, 'lines[0].cidrs[0]',
      'expected a network address, found "202.96.1.0/13" with host bits set',
      'write 202.96.0.0/13'),
@@ -62,6 +62,9 @@ BAD_CASES: list[tuple[str, int, str, str, str | None]] = [
     ('dangling-endpoint-link', 32, 'services[0].pools[1].endpoints[0].link',
      '`pcw` does not name a link (known: cn2, pccw)',
      'did you mean `pccw`?'),
+    ('dangling-link-site', 9, 'links[0].site',
+     '`hkg` does not name a site (known: hk)',
+     'did you mean `hk`?'),
     ('dangling-node-site', 3, 'node.site',
      '`hk-kwaichung` does not name a site (known: hk)',
      'define a site `hk-kwaichung` or name an existing one'),
@@ -108,6 +111,19 @@ BAD_CASES: list[tuple[str, int, str, str, str | None]] = [
     ('failover-ttl-above-ttl', 29, 'services[0].failover_ttl',
      'expected failover_ttl <= ttl (30), found 60',
      'lower failover_ttl to at most 30, or raise ttl'),
+    ('geo-database-missing', 38, 'geo.databases[0]',
+     'cannot open the GeoIP database geo/missing.mmdb '
+     f'({CONFIG_DIR / "geo" / "missing.mmdb"}): No such file or directory',
+     "fix the path (relative paths are read from the config file's directory) or its "
+     'permissions'),
+    ('geo-database-not-mmdb', 38, 'geo.databases[0]',
+     f'good-minimal.yaml ({CONFIG_DIR / "good-minimal.yaml"}) is not a MaxMind-format '
+     'database',
+     'give a .mmdb file (MaxMind City, Country, ASN) or build one with '
+     '`edgesteer geo build CSV OUT`'),
+    ('geo-databases-empty', 38, 'geo.databases',
+     'expected a non-empty list of file paths, found an empty list',
+     None),
     ('invalid-cidr', 23, 'lines[0].cidrs[0]',
      'expected a CIDR like 202.96.0.0/13 or 2001:db8::/32, found "202.96.0.0/33"',
      None),
@@ -138,6 +154,11 @@ BAD_CASES: list[tuple[str, int, str, str, str | None]] = [
     ('missing-required', 7, 'links[0].priority',
      'missing required key `priority` in link (operator tier 1..9, 1 = preferred)',
      'add `priority:`'),
+    ('nearest-without-located-sites', 28, 'services[0].routing',
+     'routing: nearest ranks sites by location, but pools[0].endpoints[0] (link cn2) has no '
+     'site; pools[0].endpoints[1] (link pccw) has no site; pools[1].endpoints[0] (link pccw) '
+     'has no site',
+     'give each link (or endpoint) a `site`, and each such site a location {lat, lon}'),
     ('negative-weight', 32, 'services[0].pools[1].endpoints[0].weight',
      'expected a number >= 0, found -10',
      None),
@@ -149,6 +170,10 @@ BAD_CASES: list[tuple[str, int, str, str, str | None]] = [
      None),
     ('priority-out-of-range', 11, 'links[1].priority',
      'expected an integer from 1 to 9, found 0',
+     None),
+    ('region-invalid', 26, 'segments[0].regions[0]',
+     'expected a region code (e.g. GD, CN-GD, or a region of an operator map), found '
+     'string "Guang dong"',
      None),
     ('quorum-enum', 7, 'health.quorum',
      'expected one of all, majority, any, found string "most"',
@@ -162,6 +187,9 @@ BAD_CASES: list[tuple[str, int, str, str, str | None]] = [
     ('service-outside-zone', 27, 'services[0].name',
      '`www.example.com` is not inside any zone (zones: example.hk)',
      'add a zone that contains it, or rename the service'),
+    ('spill-enum', 28, 'services[0].spill',
+     'expected one of cascade, capacity, found string "capcity"',
+     'did you mean capacity?'),
     ('string-as-int', 11, 'links[1].priority',
      'expected an integer from 1 to 9, found string "2"',
      'remove the quotes'),

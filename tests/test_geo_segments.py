@@ -61,3 +61,54 @@ def test_first_match_like_brute_force(data: st.DataObject, groups: list) -> None
         expected = next((f"s{i}" for i, g in enumerate(groups) if _reference(g, addr)),
                         DEFAULT_SEGMENT)
         assert matcher.match(ClientInfo.from_text(addr)) == expected
+
+
+# regions (GeoIP-filled ClientInfo.region, optionally qualified by country) --------------
+COUNTRY = st.sampled_from([None, "CN", "HK", "US", "A-B", "C"])
+REGION = st.sampled_from([None, "GD", "SH", "island", "B-GD", "44", "CN-GD"])
+REGION_VALUES = st.frozensets(st.sampled_from(
+    ["GD", "SH", "island", "CN-GD", "HK-island", "US-GD", "A-B-GD", "C-GD", "CN-CN-GD",
+     "44", "CN-44", "B-GD"]), max_size=4)
+
+
+def _region_reference(regions: frozenset[str], country: str | None,
+                      region: str | None) -> bool:
+    """Plain value: the region itself. CC-SUB (CC two characters): country CC, region SUB."""
+    if region is None:
+        return False
+    for value in regions:
+        if value == region:
+            return True
+        if (country is not None and len(country) == 2 and len(value) > 3 and value[2] == "-"
+                and value[:2] == country and value[3:] == region):
+            return True
+    return False
+
+
+def _geo_client(country: str | None, region: str | None) -> ClientInfo:
+    return ClientInfo(netaddr.IPAddress("203.0.113.7"), 32, country=country, region=region)
+
+
+@settings(max_examples=300, deadline=None)
+@given(regions=REGION_VALUES.filter(bool), country=COUNTRY, region=REGION)
+def test_region_segment_matches_like_brute_force(regions: frozenset[str], country: str | None,
+                                                 region: str | None) -> None:
+    seg = Segment("r", regions=regions)
+    assert not seg.is_catch_all and seg.uses_geo
+    assert seg.matches(_geo_client(country, region)) is _region_reference(
+        regions, country, region), (regions, country, region)
+
+
+@settings(max_examples=200, deadline=None)
+@given(groups=st.lists(st.tuples(REGION_VALUES, st.frozensets(
+    st.sampled_from(["CN", "HK", "US"]), max_size=2)), min_size=1, max_size=4),
+    country=COUNTRY, region=REGION)
+def test_first_match_with_regions_and_countries_like_brute_force(
+        groups: list[tuple[frozenset[str], frozenset[str]]], country: str | None,
+        region: str | None) -> None:
+    """Regions AND countries (an empty criterion is unused); first match wins."""
+    segments = [Segment(f"s{i}", regions=r, countries=c) for i, (r, c) in enumerate(groups)]
+    expected = next((f"s{i}" for i, (r, c) in enumerate(groups)
+                     if (not r or _region_reference(r, country, region))
+                     and (not c or country in c)), DEFAULT_SEGMENT)
+    assert SegmentMatcher(segments).match(_geo_client(country, region)) == expected

@@ -9,15 +9,23 @@ costs a few. The responses themselves are built by the dnspython path (the serve
   or an OPT record (payload 1232, version 0, no flags, no options);
 * per query the fast path then patches the ID, the RD bit, the question name (the client's
   case; every other name in the response is compressed against it or is lower case
-  already), the DO bit, and appends the ECS option with its scope.
+  already), the DO bit, and appends the ECS option with its scope, then the COOKIE option
+  (client cookie + a fresh server cookie, ``cookies``) when the query had one.
+
+A query's whole response, but for the ID and the server cookie, depends only on its bytes
+after the ID when its segment comes from its ECS option (or the answer depends on no
+segment): ``Variants.bodies`` then gives every possible response minus the ID once (up to
+the client cookie), and the server keeps them per plan keyed on the query's bytes after
+the ID, so a repeated query costs one dict lookup, a weighted pick and a concatenation.
 
 Weighted answers: every possible outcome of the weighted draw (``answers.select``, also
 through CNAME chains) is enumerated once with its probability (``Script``), rendered, and
 the fast path picks one response by weight: the same distribution as drawing per query.
 
 Anything the parser does not recognise exactly (other opcodes, EDNS versions, options
-other than ECS and COOKIE, bad ECS, trailing bytes, compression in the question, a
-response too big for the client's payload) returns None and goes to the dnspython path.
+other than ECS and COOKIE, bad ECS, a malformed or second COOKIE, trailing bytes,
+compression in the question, a response too big for the client's payload) returns None
+and goes to the dnspython path.
 
 Compiled entries live in a ``FastCache`` that belongs to one ``AnswerTable``: a plan
 swap replaces table and cache together. The cache is bounded (entries and prebuilt
@@ -138,21 +146,34 @@ class Variants:
             return self.replies[0]
         return self.replies[bisect_right(self.cum, rng.random() * self.cum[-1])]
 
-    def answer(self, rng: random.Random, wire: bytes, query: Query, ecs_scope: int) -> bytes:
-        """A response drawn by weight and patched for ``wire`` (see ``patch``)."""
-        if len(self.parts) == 1:
-            header, tail, tail_do = self.parts[0]
-        else:
-            header, tail, tail_do = self.parts[
-                bisect_right(self.cum, rng.random() * self.cum[-1])]
+    def answer(self, rng: random.Random, wire: bytes, query: Query, ecs_scope: int,
+               cookie: bytes = b"") -> bytes:
+        """A response drawn by weight and patched for ``wire``: ID, RD, question case, DO,
+        the ECS option with ``ecs_scope``, then ``cookie`` (a whole COOKIE option)."""
+        index = 0 if len(self.parts) == 1 else bisect_right(self.cum,
+                                                            rng.random() * self.cum[-1])
+        return wire[:2] + self._body(index, wire, query, ecs_scope, cookie)
+
+    def bodies(self, wire: bytes, query: Query, ecs_scope: int, cookie: bytes = b"",
+               pending: int = 0) -> tuple[bytes, ...]:
+        """Every response to ``wire`` but for its ID, in the order of ``cum``, each ending
+        with ``cookie``; the OPT length counts ``pending`` bytes more, which the server
+        appends per query (the server cookie)."""
+        return tuple(self._body(i, wire, query, ecs_scope, cookie, pending)
+                     for i in range(len(self.parts)))
+
+    def _body(self, index: int, wire: bytes, query: Query, ecs_scope: int,
+              cookie: bytes, pending: int = 0) -> bytes:
+        header, tail, tail_do = self.parts[index]
         if query.do:
             tail = tail_do
         ecs = query.ecs
-        if ecs is not None:
-            option = (b"\x00\x08" + len(ecs).to_bytes(2, "big") + ecs[:3]
-                      + bytes((ecs_scope,)) + ecs[4:])
-            tail = tail[:-2] + len(option).to_bytes(2, "big") + option
-        return wire[:2] + header[wire[2] & 1] + wire[12:query.qend + 4] + tail
+        if ecs is not None or cookie:
+            option = cookie if ecs is None else (
+                b"\x00\x08" + len(ecs).to_bytes(2, "big") + ecs[:3] + bytes((ecs_scope,))
+                + ecs[4:] + cookie)
+            tail = tail[:-2] + (len(option) + pending).to_bytes(2, "big") + option
+        return header[wire[2] & 1] + wire[12:query.qend + 4] + tail
 
     @classmethod
     def build(cls, outcomes: Sequence[tuple[float, bytes]], info: Info, qend: int,
@@ -275,16 +296,17 @@ class Query:
     A plain slotted class, not a dataclass: it is built once per query on the hot path.
     """
 
-    __slots__ = ("client", "do", "ecs", "edns", "key", "limit", "payload", "qend")
+    __slots__ = ("client", "cookie", "do", "ecs", "edns", "key", "limit", "payload", "qend")
 
     def __init__(self, qend: int, key: bytes, edns: bool, do: bool, payload: int,
-                 ecs: bytes | None) -> None:
+                 ecs: bytes | None, cookie: bytes | None = None) -> None:
         self.qend = qend  # offset just past the question name
         self.key = key  # lower-case qname + qtype + b"E"/b"N" (EDNS or not)
         self.edns = edns
         self.do = do
         self.payload = payload
         self.ecs = ecs  # the ECS option data (family, source, scope, address) if any
+        self.cookie = cookie  # the COOKIE option data (client cookie [+ server cookie])
         self.limit = (min(max(payload, NO_EDNS_PAYLOAD), OUR_PAYLOAD) if edns
                       else NO_EDNS_PAYLOAD)  # the UDP size limit of the reply
         # (segment, scope) from the ECS option, filled by the server that memoises this
@@ -357,6 +379,7 @@ def _parse(wire: bytes) -> Query | None:
     if o + rdlen != n:
         return None
     ecs: bytes | None = None
+    cookie: bytes | None = None
     while o < n:
         if o + 4 > n:
             return None
@@ -369,11 +392,15 @@ def _parse(wire: bytes) -> Query | None:
             if ecs is not None or not _valid_ecs(data):
                 return None
             ecs = data
-        elif code != COOKIE_CODE or not (olen == 8 or 16 <= olen <= 40):
+        elif code == COOKIE_CODE:
+            if cookie is not None or not (olen == 8 or 16 <= olen <= 40):
+                return None  # dnspython answers FORMERR (malformed) or judges the second
+            cookie = data
+        else:
             return None
         o += 4 + olen
     return Query(qend, wire[12:qend].lower() + wire[qend:qend + 2] + b"E", True,
-                 bool(wire[p + 7] & 0x80), wire[p + 3] << 8 | wire[p + 4], ecs)
+                 bool(wire[p + 7] & 0x80), wire[p + 3] << 8 | wire[p + 4], ecs, cookie)
 
 
 def _valid_ecs(data: bytes) -> bool:
@@ -386,25 +413,3 @@ def _valid_ecs(data: bytes) -> bool:
         return False
     rest = src % 8
     return not (rest and data[-1] & (0xFF >> rest))
-
-
-def udp_limit(query: Query) -> int:
-    return query.limit
-
-
-def patch(template: bytes, wire: bytes, query: Query, ecs_scope: int) -> bytes:
-    """``template`` answered to this query: ID, RD, question case, DO, and the ECS option."""
-    out = bytearray(template)
-    out[0:2] = wire[0:2]
-    out[2] |= wire[2] & 0x01  # RD is echoed
-    out[12:query.qend] = wire[12:query.qend]
-    if query.edns:
-        if query.do:
-            out[-4] |= 0x80
-        if query.ecs is not None:
-            ecs = query.ecs
-            option = (b"\x00\x08" + len(ecs).to_bytes(2, "big") + ecs[:3]
-                      + bytes((ecs_scope,)) + ecs[4:])
-            out[-2:] = len(option).to_bytes(2, "big")
-            out += option
-    return bytes(out)

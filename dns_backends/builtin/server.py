@@ -27,6 +27,15 @@ Choices worth knowing:
 * UDP responses are limited to min(client payload, 1232) (512 without EDNS); over that,
   dnspython truncates and sets TC when required data was left out (RFC 2181 section 9).
 * TSIG is not supported: a signed query gets NOTAUTH.
+* DNS Cookies (RFC 7873): a COOKIE option is answered with the client cookie and a fresh
+  server cookie (``cookies``: RFC 9018 layout, keyed BLAKE2b); a malformed one gets
+  FORMERR. Cookies are never required (no BADCOOKIE); a valid server cookie exempts the
+  query from response rate limiting (its source address is not spoofed).
+* Repeated queries: a query whose response depends on nothing but its own bytes (segment
+  from ECS, or no segment) has every possible response, minus the ID (and the server
+  cookie, appended per query), kept per plan keyed on its bytes after the ID
+  (``_Served.memo``, bounded); the next identical query costs a dict lookup, a weighted
+  pick and a concatenation.
 * Optional response rate limiting per client prefix over UDP (``rrl.RateLimiter``), and
   sampled query logging with client addresses cut to their /24 or /48.
 """
@@ -40,10 +49,10 @@ import logging
 import random
 import socket
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import dns.edns
@@ -55,9 +64,10 @@ import dns.rdataclass
 import dns.rdatatype
 
 from dns_backends.base import ApplyResult, BackendError
+from dns_backends.builtin import cookies as dns_cookies
 from dns_backends.builtin import udpbatch
 from dns_backends.builtin.answers import AnswerTable
-from dns_backends.builtin.clients import ClientMapper
+from dns_backends.builtin.clients import ClientMapper, GeoSource
 from dns_backends.builtin.fastpath import (
     Entry,
     FastCache,
@@ -84,6 +94,7 @@ TCP_MAX = 65535
 _HEADER = 12
 # Answer latency histogram bounds, seconds (Prometheus "le" buckets).
 _MISSING = Entry(None)  # sentinel: a key not compiled yet
+MEMO_MAX = 32768  # remembered queries per plan (each a few hundred bytes); cleared when full
 LATENCY_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                    0.005, 0.01, 0.05)
 
@@ -94,6 +105,10 @@ class _Served:
 
     table: AnswerTable
     cache: FastCache
+    # query bytes after the ID -> (variants, response bodies after the ID, cumulative
+    # weights, client cookie or None): see the module docstring
+    memo: dict[bytes, tuple[Variants, tuple[bytes, ...], tuple[float, ...], bytes | None]] = (
+        field(default_factory=dict))
 
 
 class Latency:
@@ -129,11 +144,12 @@ class BuiltinDnsServer:
                  max_tcp_connections: int = 256, fast_path: bool = True,
                  reuse_port: bool = False, rrl: RateLimiter | None = None,
                  query_log_every: int = 0, initial_serial: int | None = None,
-                 udp_batch: bool = False) -> None:
+                 udp_batch: bool = False, geo: GeoSource | None = None,
+                 cookies: dns_cookies.ServerCookies | None = None) -> None:
         self._zones = tuple(zones)
         self._services = tuple(services)
         self._matcher = matcher
-        self._clients = ClientMapper(matcher)
+        self._clients = ClientMapper(matcher, geo=geo)  # geo: not owned, caller closes
         self._listen = tuple(listen)
         self._rng = rng if rng is not None else random.Random()
         self._tcp_idle = tcp_idle_timeout
@@ -142,6 +158,7 @@ class BuiltinDnsServer:
         self._reuse_port = reuse_port
         self._udp_batch = udp_batch and udpbatch.available()
         self.rrl = rrl
+        self.cookies = cookies if cookies is not None else dns_cookies.DEFAULT
         self._query_log_every = query_log_every
         self._queries = 0
         self._served = self._serve(AnswerTable.empty(
@@ -346,7 +363,7 @@ class BuiltinDnsServer:
         if reply is None or self.rrl is None:
             return reply
         verdict = self.rrl.check(peer)
-        if verdict is Verdict.SEND:
+        if verdict is Verdict.SEND or self._cookie_ok(wire, peer):
             return reply
         if verdict is Verdict.SLIP:
             self._stats["events"]["rrl_slipped"] += 1
@@ -354,15 +371,33 @@ class BuiltinDnsServer:
         self._stats["events"]["rrl_dropped"] += 1
         return None
 
+    def _cookie_ok(self, wire: bytes, peer: str) -> bool:
+        """Whether ``wire`` carries a valid server cookie of ours for ``peer`` (only for
+        queries the fast path parses: checked only over the rate limit)."""
+        query = parse(wire, self._parsed)
+        return query is not None and query.cookie is not None and self.cookies.valid(
+            query.cookie, peer)
+
     # -- query handling -----------------------------------------------------------------
 
     def handle(self, wire: bytes, peer: str, tcp: bool = False) -> bytes | None:
         """The reply to one query (None = send nothing). Never raises: errors -> SERVFAIL."""
         started = time.perf_counter()
+        reply: bytes | None
         try:
-            reply = self._fast(wire, peer, tcp) if self._fast_enabled else None
-            if reply is None:
-                reply = self._handle(wire, peer, tcp)
+            hit = self._served.memo.get(wire[2:])
+            if hit is not None:  # a repeated query: its responses are ready but for the ID
+                variants, bodies, cum, client = hit
+                reply = wire[:2] + (bodies[0] if len(bodies) == 1 else bodies[
+                    bisect_right(cum, self._rng.random() * cum[-1])])
+                if client is not None:  # the bodies end with the client cookie
+                    reply += self.cookies.make(client, peer)
+                hits = self._fast_hits
+                hits[variants] = hits.get(variants, 0) + 1
+            else:
+                reply = self._fast(wire, peer, tcp) if self._fast_enabled else None
+                if reply is None:
+                    reply = self._handle(wire, peer, tcp)
         except Exception:
             log.exception("builtin DNS: query from %s failed; answering SERVFAIL", peer)
             self._stats["events"]["errors"] += 1
@@ -372,7 +407,10 @@ class BuiltinDnsServer:
             except Exception:  # pragma: no cover - a header reply only packs integers
                 log.exception("builtin DNS: cannot even answer SERVFAIL")
                 return None
-        self.latency.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        latency = self.latency  # Latency.observe, inlined: this runs for every query
+        latency.counts[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+        latency.total += elapsed
         if self._query_log_every:
             self._queries += 1
             if self._queries % self._query_log_every == 0:
@@ -383,9 +421,11 @@ class BuiltinDnsServer:
         query = parse(wire, self._parsed)
         if query is None:
             return None
-        cache = self._served.cache
+        served = self._served
+        cache = served.cache
         entry = cache.entries.get(query.key, _MISSING)
         scope = 0
+        depends = True
         variants: Variants | None
         if entry is _MISSING:
             scopes: list[int] = []
@@ -402,6 +442,7 @@ class BuiltinDnsServer:
             return None
         elif entry.static is not None:
             variants = entry.static
+            depends = False
         else:
             segment, scope = self._client(query, peer)
             variants = entry.by_segment.get(segment)
@@ -409,9 +450,23 @@ class BuiltinDnsServer:
                 variants = cache.compile_segment(entry, query.canonical(wire), segment)
         if variants is None:
             return None
-        reply = variants.answer(self._rng, wire, query, scope)
-        if not tcp and len(reply) > query.limit:
-            return None  # the dnspython path truncates it properly
+        cookie = query.cookie
+        reply = variants.answer(self._rng, wire, query, scope,
+                                b"" if cookie is None else self.cookies.option(cookie, peer))
+        if len(reply) > query.limit:
+            if not tcp:
+                return None  # the dnspython path truncates it properly
+        elif not depends or (query.ecs is not None and query.ecs[2]):
+            memo = served.memo  # the responses depend on nothing but the query's bytes
+            if len(memo) >= MEMO_MAX:
+                memo.clear()
+            client = None if cookie is None else cookie[:dns_cookies.CLIENT]
+            pending = 0 if client is None else dns_cookies.SERVER
+            bodies = variants.bodies(
+                wire, query, scope, b"" if client is None else dns_cookies.PREFIX + client,
+                pending)
+            if 2 + max(map(len, bodies)) + pending <= query.limit:  # every draw fits UDP
+                memo[wire[2:]] = (variants, bodies, variants.cum, client)
         hits = self._fast_hits
         hits[variants] = hits.get(variants, 0) + 1
         if len(hits) > 4096:
@@ -473,6 +528,10 @@ class BuiltinDnsServer:
         else:
             limit = NO_EDNS_PAYLOAD
         ecs = _ecs_option(query)
+        cookie = _cookie_option(query)
+        if cookie is not None:
+            cookie = dns.edns.CookieOption(cookie.client,
+                                           self.cookies.make(cookie.client, peer))
         clients = self._clients
 
         def segment_of() -> str:
@@ -481,7 +540,7 @@ class BuiltinDnsServer:
             return clients.for_peer(peer)
 
         reply, info = self._render(self._served.table, query, segment_of, self._rng, ecs,
-                                   limit)
+                                   limit, cookie)
         stats = self._stats
         stats["rcode"][info.rcode] += 1
         if info.qtype:
@@ -494,11 +553,13 @@ class BuiltinDnsServer:
 
     def _render(self, table: AnswerTable, query: dns.message.Message,
                 segment_of: Callable[[], str], rng: random.Random,
-                ecs: dns.edns.ECSOption | None, limit: int) -> tuple[bytes, Info]:
+                ecs: dns.edns.ECSOption | None, limit: int,
+                cookie: dns.edns.CookieOption | None = None) -> tuple[bytes, Info]:
         """The reply to a parsed query, and what to count. Pure: touches no counters.
 
         With EDNS the reply echoes DO (RFC 3225) and, when the query had one, the ECS
-        option (scope 0 unless the answer came from segment matching).
+        option (scope 0 unless the answer came from segment matching), then ``cookie``
+        (the response's COOKIE option) when given.
         """
         response = dns.message.make_response(query, our_payload=OUR_PAYLOAD)
         # make_response echoes RD; RA stays 0: we never recurse.
@@ -528,6 +589,8 @@ class BuiltinDnsServer:
                 if segment is not None and ecs.srclen > 0 and self._clients.address_dependent:
                     scope = self._clients.for_ecs(*_ecs_key(ecs))[1]
                 options.append(dns.edns.ECSOption(ecs.address, ecs.srclen, scope))
+            if cookie is not None:
+                options.append(cookie)
             response.use_edns(0, query.ednsflags & dns.flags.DO, OUR_PAYLOAD, query.payload,
                               pad=response.pad, options=options)
         return _to_wire(query, response, rcode, limit), info
@@ -562,6 +625,13 @@ def _early_rcode(query: dns.message.Message) -> dns.rcode.Rcode | None:
         return dns.rcode.FORMERR
     if query.question[0].rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
         return dns.rcode.REFUSED  # no zone transfers
+    return None
+
+
+def _cookie_option(query: dns.message.Message) -> dns.edns.CookieOption | None:
+    for option in query.options:
+        if isinstance(option, dns.edns.CookieOption):
+            return option
     return None
 
 

@@ -90,14 +90,15 @@ class _Ring:
             hdr.msg_iovlen = 1
         self.view = memoryview(self.data)
         self.name_view = memoryview(self.names)
-        # Flat integer views of the headers: indexing these is much cheaper than going
-        # through the ctypes structures (msg_len and iov_len are read/set per datagram).
+        # Flat integer views of the headers: indexing a memoryview is much cheaper than
+        # going through the ctypes structures (msg_len and iov_len are read/set per
+        # datagram).
         stride = ctypes.sizeof(_Mmsghdr) // ctypes.sizeof(ctypes.c_uint)
-        self.lens = (ctypes.c_uint * (BATCH * stride)).from_buffer(self.msgs)
+        self.lens = memoryview(self.msgs).cast("B").cast("I")
         self.stride = stride
         self.offset = _Mmsghdr.msg_len.offset // ctypes.sizeof(ctypes.c_uint)
-        sizes = (ctypes.c_size_t * (BATCH * 2)).from_buffer(self.iov)
-        self.iov_len = sizes  # iov_len of slot i at index 2 * i + 1
+        raw = memoryview(self.iov).cast("B")  # iov_len of slot i at index 2 * i + 1
+        self.iov_len = raw.cast("Q") if ctypes.sizeof(ctypes.c_size_t) == 8 else raw.cast("I")
 
     def set_namelen(self, size: int) -> None:
         for i in range(BATCH):
@@ -169,19 +170,23 @@ class BatchedUdp:
             lens, stride, offset = rx.lens, rx.stride, rx.offset
             tx_view, tx_len = tx.view, tx.iov_len
             peers, handle = self._peers, self._handle
+            every_name = bytes(names[:n * NAME])  # one copy; slices of it are bytes
             for i in range(n):
                 start = i * SLOT
                 at_name = i * NAME
-                name = bytes(names[at_name:at_name + namelen])
+                name = every_name[at_name:at_name + namelen]
                 peer = peers.get(name)
                 if peer is None:
                     peer = self._peer(name)
                 reply = handle(bytes(view[start:start + lens[i * stride + offset]]), peer)
-                if reply is None or len(reply) > SLOT:
+                if reply is None:
+                    continue
+                size = len(reply)
+                if size > SLOT:
                     continue
                 at = out * SLOT
-                tx_view[at:at + len(reply)] = reply
-                tx_len[2 * out + 1] = len(reply)
+                tx_view[at:at + size] = reply
+                tx_len[2 * out + 1] = size
                 if out != i:  # compact: slot ``out`` was read already
                     names[out * NAME:out * NAME + namelen] = name
                 out += 1

@@ -49,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     summary = summarize(config)
     if args.json:
-        print(json.dumps({"ok": True, "file": args.config, "summary": summary}, indent=2))
+        print(json.dumps({"ok": True, "file": args.config, "summary": summary,
+                          "warnings": [w.to_json() for w in config.warnings]}, indent=2))
     else:
-        print(f"{args.config}: OK\n{summary_text(summary)}")
+        # warnings are part of the report (stdout): the config is valid, exit 0
+        print(f"{args.config}: OK\n{summary_text(summary)}"
+              + "".join(f"\n{w}" for w in config.warnings))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -31,13 +32,25 @@ def config_arg(args: argparse.Namespace) -> str | None:
     return path
 
 
+# the commands that serve queries: a config warning (e.g. a segment that needs GeoIP data
+# and has none) changes what they answer, so they log it at start-up
+_SERVING_COMMANDS = frozenset({"run", "serve"})
+
+log = logging.getLogger("edgesteer.config")
+
+
 def load_or_report(path: str, command: str) -> Config | None:
-    """The config, or None after printing every error to stderr (the caller exits 2)."""
+    """The config, or None after printing every error to stderr (the caller exits 2).
+    The serving commands log the config's warnings (``edgesteer check`` prints them)."""
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigInvalid as exc:
         print(f"edgesteer {command}: {path} is invalid, nothing done:\n{exc}", file=sys.stderr)
         return None
+    if command in _SERVING_COMMANDS:
+        for warning in config.warnings:
+            log.warning("edgesteer %s: %s", command, warning)
+    return config
 
 
 def add_state_arg(p: argparse.ArgumentParser) -> None:

@@ -17,8 +17,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import maxminddb
 import netaddr
 
+from dns_backends.builtin.clients import ClientMapper
 from edge.commands.anycast import explain_prefix
 from edge.commands.common import UsageError, add_state_arg, load_or_report, snapshot_from_states
 from edge.config.schema import Config
@@ -76,6 +78,32 @@ def client_info(client: str | None, ecs: str | None) -> tuple[ClientInfo | None,
             return ClientInfo.from_text(str(net.network), net.prefixlen), f"subnet {net.cidr}"
         return ClientInfo.from_text(str(net.ip)), f"resolver {net.ip} (no ECS)"
     return None, ""
+
+
+def _classify(config: Config, client: ClientInfo, extra: list[str],
+              ) -> tuple[ClientInfo, str, int | None, dict[str, Any] | None]:
+    """(client enriched by GeoIP, segment, ECS scope, GeoIP fields) as the DNS server sees
+    them: the same ``ClientMapper`` decides. GeoIP: the ``--geoip`` databases first (what
+    if), then the config's ``geo.databases``; fields None without any database."""
+    databases = [*extra, *config.geo.databases]
+    geo = GeoIP(databases) if databases else None
+    try:
+        mapper = ClientMapper(SegmentMatcher(config.segments), geo=geo)
+        fields: dict[str, Any] | None = None
+        if geo is not None:
+            client, plen = geo.enrich_scoped(client)
+            fields = {"country": client.country, "asn": client.asn, "line": client.line,
+                      "region": client.region, "prefix_len": plen,
+                      "location": list(client.location) if client.location else None}
+        if not (client.from_ecs and client.prefix_len > 0):
+            return client, mapper.for_peer(str(client.address)), None, fields
+        width = 4 if client.address.version == 4 else 16
+        packed = client.address.packed[:(client.prefix_len + 7) // 8]
+        segment, scope = mapper.for_ecs(1 if width == 4 else 2, client.prefix_len, packed)
+        return client, segment, scope, fields
+    finally:
+        if geo is not None:
+            geo.close()
 
 
 def health_for(config: Config, states: list[str]) -> tuple[HealthSnapshot, str]:
@@ -143,19 +171,18 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"edgesteer explain: {exc}", file=sys.stderr)
         return 2
+    geoip: dict[str, Any] | None = None
+    scope: int | None = None
     if client is not None:
-        if args.geoip:
-            try:
-                with GeoIP(args.geoip) as geo:
-                    client = geo.enrich(client)
-            except (OSError, ValueError) as exc:
-                print(f"edgesteer explain: --geoip: {exc}", file=sys.stderr)
-                return 2
-            found = ", ".join(f"{k} {v}" for k, v in (
-                ("country", client.country), ("asn", client.asn), ("line", client.line),
-                ("region", client.region)) if v is not None)
+        try:
+            client, segment, scope, geoip = _classify(config, client, args.geoip)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as exc:
+            print(f"edgesteer explain: --geoip: {exc}", file=sys.stderr)
+            return 2
+        if geoip is not None:
+            found = ", ".join(f"{k} {v}" for k, v in geoip.items()
+                              if k in ("country", "asn", "line", "region") and v is not None)
             how += f" [geoip: {found or 'not found'}]"
-        segment = SegmentMatcher(config.segments).match(client)
         why = f"client {how} matches segment {segment!r}"
     else:
         segment = args.segment or DEFAULT_SEGMENT
@@ -176,12 +203,15 @@ def run(args: argparse.Namespace) -> int:
               for name in links}
     if args.json:
         print(json.dumps({"qname": qname, "qtype": qtype, "service": service.name,
-                          "segment": aset.segment, "why_segment": why,
+                          "segment": aset.segment, "why_segment": why, "geoip": geoip,
+                          "ecs_scope": scope,
                           "health_from": health_from, "links": health,
                           "overrides": ov.describe(), "answer_set": aset.to_json()},
                          indent=2, sort_keys=True))
         return 0
     print(why)
+    if scope is not None:
+        print(f"ECS scope /{scope}: the answer holds for the client's whole /{scope}")
     print(f"health ({health_from}):")
     for name, h in health.items():
         print(f"  {name}: {h['state']} ({h['reason']})")

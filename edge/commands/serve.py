@@ -1,10 +1,17 @@
 """``edgesteer serve``: the built-in authoritative DNS server alone, on uvloop, N processes.
 
 The data plane of a node whose plan is computed elsewhere, or the fastest way to serve a
-config. Until a bus or engine feeds it (``edge.runtime.NodeRuntime`` composes agent ->
-engine -> built-in DNS in one process; that is ``edgesteer run``), ``serve`` answers from
-the plan computed from the config with every link assumed up, the same plan
-``edgesteer plan CONFIG`` prints.
+config (``edge.runtime.NodeRuntime`` composes agent -> engine -> built-in DNS in one
+process; that is ``edgesteer run``). Without ``--follow``, ``serve`` answers from the plan
+computed from the config with every link assumed up, the same plan ``edgesteer plan
+CONFIG`` prints. With ``--follow`` it answers from the current plan of a steering engine
+(``edgesteer steer`` or ``run`` with the same ``guard.state_dir``): it watches the engine's
+``engine.json`` there (``edge.planfeed``: a stat per interval, parse off the loop, whole
+swap), starts from the plan in it when there is one, and keeps the last good plan when
+the file is unusable (logged, counted as the ``plan_feed_rejected`` event). With a Redis
+bus (``bus.kind: redis``) it follows the leader's plan history in Redis instead (unless
+``--state-dir`` names a directory). Every worker follows the source itself, so all of
+them swap.
 
 ``--workers N`` (N > 1) forks N processes that each bind every listener with
 SO_REUSEPORT, so the kernel spreads queries over them; the parent supervises, sums their
@@ -25,19 +32,27 @@ import multiprocessing.connection
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
+
+from dns_backends.base import BackendError
 from dns_backends.builtin.metrics import DnsCollector, Snapshot
 from dns_backends.builtin.rrl import RateLimiter
 from dns_backends.builtin.server import BuiltinDnsServer
+from edge import planfeed
+from edge.buses import redis_client
 from edge.commands.common import load_or_report, snapshot_from_states
 from edge.config.schema import Config
 from edge.lab.runner import parse_listen
 from edge.plan import Plan
 from edge.steering.planner import plan as make_plan
+from edge.steering.statefile import state_dir
+from geo.geoip import GeoIP
 from geo.segment import SegmentMatcher
 
 log = logging.getLogger("edgesteer.serve")
@@ -49,9 +64,10 @@ def add_parser(sub: Any) -> None:
         "serve", help="serve the config's steered zones from the built-in DNS server",
         description="Answer for the zones of CONFIG from the built-in authoritative DNS "
         "server (UDP and TCP, IPv4 and IPv6), with the plan computed from CONFIG with every "
-        "link assumed up. Runs on uvloop; --workers N forks N processes sharing each port "
-        "(SO_REUSEPORT). SIGTERM or SIGINT stops it cleanly. Prints one line when it "
-        "serves.")
+        "link assumed up, or (--follow) the current plan of the steering engine that "
+        "shares CONFIG's guard.state_dir or Redis bus. Runs on uvloop; --workers N forks "
+        "N processes sharing each port (SO_REUSEPORT). SIGTERM or SIGINT stops it "
+        "cleanly. Prints one line when it serves.")
     p.add_argument("config_pos", nargs="?", metavar="CONFIG", help="edgesteer YAML config")
     p.add_argument("--config", dest="config_opt", metavar="FILE",
                    help="edgesteer YAML config (same as CONFIG)")
@@ -74,6 +90,17 @@ def add_parser(sub: Any) -> None:
                    help="open TCP connections per process (default 256)")
     p.add_argument("--tcp-idle-timeout", type=float, default=10.0, metavar="S",
                    help="close idle TCP connections after S seconds (default 10)")
+    p.add_argument("--follow", action="store_true",
+                   help="answer from the steering engine's current plan: follow the leader's "
+                   "plan history in Redis when CONFIG has a Redis bus, else engine.json in "
+                   "guard.state_dir of CONFIG (or --state-dir); each new plan is swapped in "
+                   "whole, a bad one keeps the last good plan")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="with --follow: follow engine.json in this state directory (default: "
+                   "the Redis plan history with a Redis bus, else guard.state_dir of CONFIG)")
+    p.add_argument("--follow-interval", type=float, default=planfeed.DEFAULT_INTERVAL_S,
+                   metavar="S", help="with --follow: check the file every S seconds "
+                   f"(default {planfeed.DEFAULT_INTERVAL_S})")
     p.add_argument("--no-uvloop", action="store_true",
                    help="use the default asyncio event loop (slower; for comparison)")
     p.add_argument("--no-udp-batch", action="store_true",
@@ -94,6 +121,18 @@ class ServeOptions:
     tcp_idle_timeout: float
     uvloop: bool
     udp_batch: bool = True
+    follow: Path | None = None  # the engine's file to follow (--follow)
+    follow_interval: float = planfeed.DEFAULT_INTERVAL_S
+    follow_history: bool = False  # --follow with a Redis bus: the Redis plan history
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """The plan each process starts with, and (--follow) the file version or the plan
+    record it came from."""
+
+    plan: Plan
+    seen: planfeed.Signature | str | None = None  # file version or plan record ID
 
 
 def initial_plan(config: Config) -> Plan:
@@ -107,7 +146,14 @@ def build_server(config: Config, opts: ServeOptions) -> BuiltinDnsServer:
                             opts.listen, reuse_port=opts.workers > 1, rrl=rrl,
                             query_log_every=opts.query_log_sample,
                             max_tcp_connections=opts.tcp_max_connections,
-                            tcp_idle_timeout=opts.tcp_idle_timeout, udp_batch=opts.udp_batch)
+                            tcp_idle_timeout=opts.tcp_idle_timeout, udp_batch=opts.udp_batch,
+                            geo=open_geo(config))
+
+
+def open_geo(config: Config) -> GeoIP | None:
+    """The config's GeoIP databases (``geo.databases``), or None. Opened per process (after
+    a fork) and kept for its life: the readers are read-only memory maps."""
+    return GeoIP(config.geo.databases) if config.geo.databases else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,11 +173,23 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
     plan = initial_plan(config)
+    followed: Plan | None = None
+    seen: planfeed.Signature | str | None = None
+    if opts.follow is not None:
+        followed, seen = planfeed.initial(opts.follow)
+    elif opts.follow_history:
+        followed, seen = asyncio.run(_history_initial(config))
+    if followed is not None:
+        plan = followed
+    elif opts.follow is not None or opts.follow_history:
+        log.info("following %s: no plan there yet; serving the config's plan until the "
+                 "engine writes one", opts.follow or "the Redis plan history")
+    start = _Start(plan, seen)
     try:
         if opts.workers == 1:
-            _run_loop(_serve_one(config, opts, plan), opts.uvloop)
+            _run_loop(_serve_one(config, opts, start), opts.uvloop)
             return 0
-        return _supervise(config, opts, plan)
+        return _supervise(config, opts, start)
     except OSError as exc:
         print(f"edgesteer serve: {exc}", file=sys.stderr)
         return 1
@@ -147,9 +205,25 @@ def _options(args: argparse.Namespace, config: Config) -> ServeOptions:
     metrics = parse_listen([args.metrics])[0] if args.metrics else None
     if args.rrl_rate < 0 or args.rrl_slip < 0 or args.query_log_sample < 0:
         raise ValueError("--rrl-rate, --rrl-slip and --query-log-sample must be >= 0")
+    follow: Path | None = None
+    history = False
+    if args.follow:
+        directory = Path(args.state_dir) if args.state_dir else state_dir(config)
+        if config.bus.kind == "redis" and not args.state_dir:
+            history = True
+        elif directory is None:
+            raise ValueError("--follow needs guard.state_dir in the config, a Redis bus, or "
+                             "--state-dir DIR")
+        else:
+            follow = planfeed.engine_file(directory)
+    elif args.state_dir:
+        raise ValueError("--state-dir goes with --follow")
+    if not args.follow_interval > 0:
+        raise ValueError("--follow-interval must be > 0")
     return ServeOptions(tuple(listen), args.workers, metrics, args.rrl_rate, args.rrl_slip,
                         args.query_log_sample, args.tcp_max_connections,
-                        args.tcp_idle_timeout, not args.no_uvloop, not args.no_udp_batch)
+                        args.tcp_idle_timeout, not args.no_uvloop, not args.no_udp_batch,
+                        follow, args.follow_interval, history)
 
 
 def _run_loop(main: Coroutine[Any, Any, None], use_uvloop: bool) -> None:
@@ -178,9 +252,14 @@ def _stop_event() -> asyncio.Event:
 
 
 def _announce(plan: Plan, server_bound: list[tuple[str, int]], workers: int,
-              metrics: tuple[str, int] | None) -> None:
+              opts: ServeOptions) -> None:
     where = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in server_bound)
+    metrics = opts.metrics
     extra = f"; metrics on {metrics[0]}:{metrics[1]}" if metrics else ""
+    if opts.follow is not None:
+        extra += f"; following {opts.follow}"
+    elif opts.follow_history:
+        extra += "; following the Redis plan history"
     print(f"edgesteer serve: plan v{plan.version} ({len(plan.answers)} answer sets) on "
           f"{where} udp+tcp, {workers} worker(s){extra}", flush=True)
 
@@ -204,30 +283,107 @@ async def _with_metrics(opts: ServeOptions, source: Callable[[], list[Snapshot]]
         await runner.cleanup()
 
 
-async def _serve_one(config: Config, opts: ServeOptions, plan: Plan) -> None:
+def _apply_first(server: BuiltinDnsServer, config: Config, start: _Start) -> Plan:
+    """Serve the start plan; a followed plan this server refuses gives way to the
+    config's (the feed then waits for the engine's next one)."""
+    plan = start.plan
+    try:
+        result = server.apply_now(plan)
+    except BackendError as exc:
+        if start.seen is None:
+            raise
+        log.warning("not serving the followed plan: %s", exc)  # the feed counts it
+        plan = initial_plan(config)
+        result = server.apply_now(plan)
+    for note in result.notes:
+        log.warning("plan v%d: %s", plan.version, note)
+    return plan
+
+
+async def _history_initial(config: Config) -> tuple[Plan | None, str | None]:
+    """The newest plan in the Redis plan history, and its record ID (None when there is
+    none, or it cannot be read now: the feed keeps trying)."""
+    client = redis_client(config)
+    try:
+        entry_id, plan = await planfeed.newest_record(
+            client, planfeed.history_key(config.bus.prefix))
+        return plan, entry_id
+    except planfeed.FeedError as exc:
+        log.warning("not starting from the Redis plan history: %s", exc)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("Redis plan history unreachable at start, serving the config's plan: "
+                    "%s", exc)
+    finally:
+        await client.aclose()
+    return None, None
+
+
+def _feed(server: BuiltinDnsServer, config: Config, opts: ServeOptions, plan: Plan,
+          start: _Start) -> planfeed.StateFileFeed | planfeed.HistoryFeed | None:
+    """The plan follower of one process (--follow), swapping plans into ``server``."""
+    if opts.follow is None and not opts.follow_history:
+        return None
+    events = server.stats["events"]
+
+    def apply(new: Plan) -> None:
+        result = server.apply_now(new)  # BackendError: the feed keeps the last good plan
+        for note in result.notes:
+            log.warning("plan v%d: %s", new.version, note)
+        events["plan_feed_applied"] += 1
+        gc.freeze()  # the new table joins the startup data, out of the collector's walks
+
+    def reject(_reason: str) -> None:
+        events["plan_feed_rejected"] += 1
+
+    seen = start.seen if plan is start.plan else None
+    if opts.follow is None:
+        return planfeed.HistoryFeed(redis_client(config), config.bus.prefix, apply,
+                                    interval=opts.follow_interval, on_reject=reject,
+                                    applied=plan, seen=seen if isinstance(seen, str) else None)
+    return planfeed.StateFileFeed(opts.follow, apply, interval=opts.follow_interval,
+                                  on_reject=reject, applied=plan,
+                                  seen=seen if isinstance(seen, planfeed.Signature) else None)
+
+
+@contextlib.asynccontextmanager
+async def _following(feed: planfeed.StateFileFeed | planfeed.HistoryFeed | None,
+                     ) -> AsyncIterator[None]:
+    if feed is None:
+        yield
+        return
+    task = asyncio.create_task(feed.run(), name="plan-feed")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await feed.aclose()
+
+
+async def _serve_one(config: Config, opts: ServeOptions, start: _Start) -> None:
     """One process: the server, its metrics, until SIGTERM/SIGINT."""
     server = build_server(config, opts)
     stop = _stop_event()
     await server.start()
     try:
-        result = server.apply_now(plan)
-        for note in result.notes:
-            log.warning("plan v%d: %s", plan.version, note)
+        plan = _apply_first(server, config, start)
         _settle_gc()
 
         async def body() -> None:
-            _announce(plan, server.bound, 1, opts.metrics)
+            _announce(plan, server.bound, 1, opts)
             await stop.wait()
             log.info("signal received, stopping")
 
-        await _with_metrics(opts, lambda: [server.snapshot()], body)
+        async with _following(_feed(server, config, opts, plan, start)):
+            await _with_metrics(opts, lambda: [server.snapshot()], body)
     finally:
         await server.aclose()
 
 
 # -- several processes ------------------------------------------------------------------
 
-def _worker(config: Config, opts: ServeOptions, plan: Plan,
+def _worker(config: Config, opts: ServeOptions, start: _Start,
             conn: multiprocessing.connection.Connection) -> None:
     """A worker process: serve, report counters every second, stop on SIGTERM/SIGINT."""
     _die_with_parent()
@@ -237,14 +393,15 @@ def _worker(config: Config, opts: ServeOptions, plan: Plan,
         stop = _stop_event()
         await server.start()
         try:
-            server.apply_now(plan)
+            plan = _apply_first(server, config, start)
             _settle_gc()
-            conn.send(("ready", server.bound))
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(REPORT_EVERY_S):
-                        await stop.wait()
-                conn.send(("stats", server.snapshot()))
+            conn.send(("ready", (server.bound, plan.version)))
+            async with _following(_feed(server, config, opts, plan, start)):
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(REPORT_EVERY_S):
+                            await stop.wait()
+                    conn.send(("stats", server.snapshot()))
         finally:
             await server.aclose()
             with contextlib.suppress(OSError):
@@ -269,13 +426,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _supervise(config: Config, opts: ServeOptions, plan: Plan) -> int:
+def _supervise(config: Config, opts: ServeOptions, start: _Start) -> int:
     """Fork the workers (before any event loop exists), then watch them from a loop."""
     ctx = multiprocessing.get_context("fork")
     workers: list[tuple[BaseProcess, multiprocessing.connection.Connection]] = []
     for i in range(opts.workers):
         parent_end, child_end = ctx.Pipe(duplex=False)
-        proc: BaseProcess = ctx.Process(target=_worker, args=(config, opts, plan, child_end),
+        proc: BaseProcess = ctx.Process(target=_worker, args=(config, opts, start, child_end),
                                         name=f"edgesteer-serve-{i}", daemon=True)
         proc.start()
         child_end.close()
@@ -283,7 +440,7 @@ def _supervise(config: Config, opts: ServeOptions, plan: Plan) -> int:
     code = 1
     try:
         result: list[int] = []
-        _run_loop(_watch(workers, opts, plan, result), opts.uvloop)
+        _run_loop(_watch(workers, opts, start.plan, result), opts.uvloop)
         code = result[0] if result else 1
     finally:
         for proc, _ in workers:
@@ -303,7 +460,7 @@ async def _watch(workers: list[tuple[BaseProcess, multiprocessing.connection.Con
     loop = asyncio.get_running_loop()
     stop = _stop_event()
     latest: dict[int, Snapshot] = {}
-    ready: dict[int, list[tuple[str, int]]] = {}
+    ready: dict[int, tuple[list[tuple[str, int]], int]] = {}
     failed = asyncio.Event()
     all_ready = asyncio.Event()
 
@@ -333,7 +490,8 @@ async def _watch(workers: list[tuple[BaseProcess, multiprocessing.connection.Con
         waits = {asyncio.ensure_future(e.wait()) for e in (stop, failed, all_ready)}
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if all_ready.is_set() and not failed.is_set() and not stop.is_set():
-            _announce(plan, ready[0], len(workers), opts.metrics)
+            bound, version = ready[0]
+            _announce(replace(plan, version=version), bound, len(workers), opts)
             await asyncio.wait(waits - {w for w in waits if w.done()},
                                return_when=asyncio.FIRST_COMPLETED)
         for w in waits:

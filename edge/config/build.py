@@ -15,8 +15,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
+import maxminddb
 import netaddr
 
 from edge.config import defaults as d
@@ -33,6 +35,7 @@ from edge.config.schema import (
     DampingSettings,
     DnsSettings,
     Endpoint,
+    GeoSettings,
     GuardSettings,
     HealthSettings,
     Link,
@@ -50,6 +53,7 @@ from edge.config.schema import (
     Zone,
 )
 from edge.config.yamltree import Obj, Val
+from geo.geoip import GeoIP
 from geo.segment import DEFAULT_SEGMENT, Line, Segment
 from probes.measurement import ProbeKind
 from probes.spec import TargetSpec
@@ -78,6 +82,8 @@ class Builder:
     def __init__(self, file: str, errors: list[ConfigError]) -> None:
         self.file = file
         self.errors = errors
+        self.warnings: list[ConfigError] = []
+        self.geo_databases: tuple[str, ...] = ()
 
     def error(self, line: int | None, path: str, message: str, fix: str | None = None) -> None:
         self.errors.append(ConfigError(self.file, line, path, message, fix))
@@ -121,7 +127,9 @@ class Builder:
 
     # sections --------------------------------------------------------------------------
     def build(self, root: Obj) -> Config:
-        site_names = self.names(root, "sites", "site")
+        site_names = self.sites = self.names(root, "sites", "site")
+        sites = tuple(self.site(v.value) for v in root.vals("sites"))
+        self.located = {s.name for s in sites if s.location is not None}
         node_obj = root.obj("node")
         if node_obj.has("site"):
             self.ref(site_names, node_obj.fields["site"])
@@ -138,10 +146,11 @@ class Builder:
         segment_names = self.names(root, "segments", "segment")
         service_names = self.names(root, "services", "service")
         links_by_name = {lk.name: lk for lk in links}
+        geo = self.geo(root.obj("geo"))
         return Config(
             source=self.file,
             node=Node(str(node_obj.get("name")), str(node_obj.get("site"))),
-            sites=tuple(self.site(v.value) for v in root.vals("sites")),
+            sites=sites,
             links=links,
             targets=tuple(t for v in root.vals("targets")
                           if (t := self.target(v.value, link_names)) is not None),
@@ -158,7 +167,48 @@ class Builder:
             bus=self.bus(root.obj("bus")),
             anycast=self.anycast(root.obj("anycast"), links, link_names, site_names),
             backends=self.backends(root, segment_names, zone_names),
+            geo=geo,
+            warnings=tuple(self.warnings),
         )
+
+    def geo(self, o: Obj) -> GeoSettings:
+        """``geo.databases`` resolved against the config file's directory; each must open
+        as a MaxMind-format database."""
+        base = Path(self.file).resolve().parent
+        paths = []
+        for val in o.vals("databases"):
+            path = Path(str(val.value)).expanduser()
+            resolved = str(path if path.is_absolute() else base / path)
+            shown = resolved if path.is_absolute() else f"{val.value} ({resolved})"
+            try:
+                GeoIP([resolved]).close()
+            except OSError as exc:
+                self.error(val.line, val.path, f"cannot open the GeoIP database {shown}: "
+                           f"{exc.strerror or exc}", "fix the path (relative paths are read "
+                           "from the config file's directory) or its permissions")
+            except (ValueError, maxminddb.InvalidDatabaseError):
+                self.error(val.line, val.path, f"{shown} is not a MaxMind-format database",
+                           "give a .mmdb file (MaxMind City, Country, ASN) or build one "
+                           "with `edgesteer geo build CSV OUT`")
+            paths.append(resolved)
+        self.geo_databases = tuple(paths)
+        return GeoSettings(databases=self.geo_databases)
+
+    def geo_warning(self, o: Obj, seg: Segment) -> None:
+        """Segment criteria that only GeoIP can decide, with no database to decide them."""
+        if self.geo_databases or not seg.uses_geo:
+            return
+        dead = [key for key in ("asns", "countries", "regions") if getattr(seg, key)]
+        dead += [f"line {line.name} by ASN" if line.asns else f"line {line.name}"
+                 for line in seg.lines if line.asns or not line.cidrs]
+        if not dead:
+            return  # lines by CIDR only: matched on the address, no database needed
+        self.warnings.append(ConfigError(
+            self.file, o.line, o.path, f"warning: segment `{seg.name}` needs GeoIP data "
+            f"({', '.join(dead)}) but no geo.databases are configured: the DNS server never "
+            "learns a client's ASN, country, region or line, so that never matches",
+            "add geo: {databases: [...]} (MaxMind City/Country/ASN databases, or your own "
+            "map from `edgesteer geo build`)"))
 
     def backends(self, root: Obj, segments: Names,
                  zones: Names) -> tuple[BackendSettings, ...]:
@@ -293,6 +343,13 @@ class Builder:
 
         return Band(loss=pick("loss"), rtt_p95_ms=pick("rtt_p95_ms"), jitter_ms=pick("jitter_ms"))
 
+    def site_ref(self, o: Obj) -> str | None:
+        """``o``'s ``site`` (None when absent), reported when it names no site."""
+        if not o.has("site"):
+            return None
+        self.ref(self.sites, o.fields["site"])
+        return str(o.get("site"))
+
     def link(self, o: Obj, base: Thresholds) -> Link:
         answers = o.obj("answers")
         v4 = tuple(v.value for v in answers.vals("v4"))
@@ -307,7 +364,8 @@ class Builder:
                     weight=float(o.get("weight")), answers_v4=v4, answers_v6=v6,
                     thresholds=self.thresholds(o.obj("thresholds"), base),
                     source=o.get("source"), fwmark=o.get("fwmark"), device=o.get("device"),
-                    bgp=self.bgp(o.obj("bgp")) if o.has("bgp") else None)
+                    bgp=self.bgp(o.obj("bgp")) if o.has("bgp") else None,
+                    site=self.site_ref(o))
 
     def bgp(self, o: Obj) -> BgpSession:
         """A link's BGP session; ``local_as`` and ``speaker`` default from ``anycast``."""
@@ -381,6 +439,8 @@ class Builder:
 
     def target(self, o: Obj, link_names: Names) -> TargetSpec | None:
         kind, interval, timeout = o.get("kind"), o.get("interval"), o.get("timeout")
+        if not o.has("timeout") and o.ok("interval"):  # fast probing: a shorter default
+            timeout = min(timeout, interval * d.TARGET_TIMEOUT_INTERVALS)
         if o.has("timeout") and o.ok("interval") \
                 and timeout > interval * d.TARGET_TIMEOUT_MAX_FACTOR:
             self.error(o.line_of("timeout"), o.path_of("timeout"),
@@ -447,13 +507,50 @@ class Builder:
                           asns=frozenset(v.value for v in o.vals("asns")),
                           countries=frozenset(v.value for v in o.vals("countries")),
                           lines=tuple(lines[n] for n in self.refs(line_names, o.vals("lines"))),
-                          bucket=(bucket[0], bucket[1]) if len(bucket) == 2 else None)
+                          bucket=(bucket[0], bucket[1]) if len(bucket) == 2 else None,
+                          regions=frozenset(v.value for v in o.vals("regions")),
+                          location=self.segment_location(o))
             if seg.is_catch_all and not o.bad and i < len(vals) - 1 and name != DEFAULT_SEGMENT:
                 self.error(o.line, o.path, f"segment `{name}` has no criteria, so it matches "
                            "everyone and the segments after it never match",
-                           "give it lines, cidrs, asns, countries or a bucket, or move it last")
+                           "give it lines, cidrs, asns, countries, regions or a bucket, or "
+                           "move it last")
+            self.geo_warning(o, seg)
             out.append(seg)
         return tuple(out)
+
+    @staticmethod
+    def segment_location(o: Obj) -> tuple[float, float] | None:
+        """The segment's (lat, lon), where nearest routing measures from."""
+        loc = o.obj("location")
+        if not o.has("location") or not (loc.ok("lat") and loc.ok("lon")):
+            return None
+        return (float(loc.get("lat")), float(loc.get("lon")))
+
+    def nearest_sites(self, o: Obj, pools: tuple[Pool, ...]) -> None:
+        """routing: nearest ranks sites by location: every endpoint needs a located site
+        (one error per service, listing the endpoints that have none)."""
+        if o.get("routing") != "nearest" or not self.sites.complete:
+            return
+        missing = []
+        for pi, (pval, pool) in enumerate(zip(o.vals("pools"), pools, strict=True)):
+            po: Obj = pval.value
+            for ei, (eval_, ep) in enumerate(zip(po.vals("endpoints"), pool.endpoints,
+                                                 strict=True)):
+                eo: Obj = eval_.value
+                if ep.site in self.located or not (eo.ok("site") and eo.ok("link")):
+                    continue
+                where = f"pools[{pi}].endpoints[{ei}]"
+                if ep.site is None:
+                    missing.append(f"{where} (link {ep.link}) has no site")
+                elif ep.site in self.sites:  # (a dangling name is reported already)
+                    missing.append(f"{where} is at site {ep.site}, which has no location")
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            self.error(o.line_of("routing"), o.path_of("routing"), "routing: nearest ranks "
+                       "sites by location, but " + "; ".join(missing[:3]) + more,
+                       "give each link (or endpoint) a `site`, and each such site a "
+                       "location {lat, lon}")
 
     def service(self, o: Obj, links: dict[str, Link], link_names: Names,
                 zone_names: list[str] | None) -> Service:
@@ -476,9 +573,11 @@ class Builder:
                            f"all_down: fallback needs `fallback` naming another pool of the "
                            f"service (pools: {', '.join(sorted(names))})",
                            "name the pool to serve when every candidate is down")
+        self.nearest_sites(o, pools)
         return Service(name=name, zone=zone, ttl=ttl, failover_ttl=failover_ttl,
                        max_answers=o.get("max_answers"),
-                       failover_threshold=float(o.get("failover_threshold")), pools=pools)
+                       failover_threshold=float(o.get("failover_threshold")), pools=pools,
+                       spill=o.get("spill"), routing=o.get("routing"))
 
     def zone_of(self, o: Obj, zone_names: list[str] | None) -> str:
         """The longest zone containing the service's name; reports a name outside all zones."""
@@ -502,7 +601,8 @@ class Builder:
         endpoints = tuple(self.endpoint(v.value, links, link_names, apex)
                           for v in o.vals("endpoints"))
         return Pool(name=o.get("name"), endpoints=endpoints, tier=o.get("tier"),
-                    all_down=o.get("all_down"), fallback=o.get("fallback"))
+                    all_down=o.get("all_down"), fallback=o.get("fallback"),
+                    min_healthy=float(o.get("min_healthy")))
 
     def endpoint(self, o: Obj, links: dict[str, Link], link_names: Names,
                  apex: bool) -> Endpoint:
@@ -520,8 +620,9 @@ class Builder:
         if not addresses and cname is None and link is not None:
             addresses = link.answers_v4 + link.answers_v6
         weight = o.get("weight", link.weight if link is not None else d.LINK_WEIGHT)
+        site = self.site_ref(o) if o.has("site") else (link.site if link is not None else None)
         return Endpoint(link=o.get("link"), weight=float(weight), addresses=addresses,
-                        cname=cname)
+                        cname=cname, site=site)
 
     def policies(self, root: Obj, services: Names,
                  segments: Names) -> MappingProxyType[str, Policy]:

@@ -48,6 +48,11 @@ LINK_WEIGHT: Final = 100.0
 # targets -----------------------------------------------------------------------------------
 TARGET_INTERVAL_S: Final = 1.0
 TARGET_TIMEOUT_S: Final = 1.0
+# ... or this many intervals when that is shorter (probing faster than every 0.5 s): a lost
+# probe then counts before the third one after it is sent, so 200 ms probing notices a
+# silent target or sustained loss within the bounds (1 s timeouts took 1.8 s / 3 s);
+# a reply that late is over the default down band (rtt p95 300 ms) anyway
+TARGET_TIMEOUT_INTERVALS: Final = 2.0
 TARGET_TIMEOUT_MAX_FACTOR: Final = 10  # timeout <= interval x this
 HTTP_PATH: Final = "/"
 HTTP_SCHEME: Final = "http"
@@ -74,6 +79,10 @@ SERVICE_TTL: Final = 60
 SERVICE_FAILOVER_TTL: Final = 15  # the default is min(this, ttl)
 SERVICE_MAX_ANSWERS: Final = 2
 SERVICE_FAILOVER_THRESHOLD: Final = 0.5
+SERVICE_SPILL: Final = "cascade"  # below the threshold the next tier serves alone
+SERVICE_ROUTING: Final = "weighted"  # no nearest-site preference
+POOL_MIN_HEALTHY: Final = 0.0  # off
+# endpoint site: the link's site.
 # endpoint weight: the link's weight; endpoint addresses: the link's answers (v4 then v6),
 # filled in by the loader when an endpoint has neither addresses nor cname.
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from edge.config.errors import ConfigError
 from geo.segment import Line, Segment
 from probes.spec import TargetSpec
 
@@ -91,6 +92,7 @@ class Link:
     fwmark: int | None = None
     device: str | None = None
     bgp: BgpSession | None = None
+    site: str | None = None  # where the link is (nearest routing); names a site
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +152,12 @@ class Endpoint:
     weight: float
     addresses: tuple[str, ...] = ()
     cname: str | None = None
+    site: str | None = None  # nearest routing; the loader fills in the link's site
 
 
 AllDownPolicy = Literal["fail_open", "fallback", "fail_closed"]
+SpillMode = Literal["cascade", "capacity"]
+RoutingMode = Literal["weighted", "nearest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +174,9 @@ class Pool:
     tier: int | None = None
     all_down: AllDownPolicy = "fail_open"
     fallback: str | None = None
+    # serving capacity (serving weight / configured weight) below which the whole pool is
+    # taken out of the rule (edge.steering.planner); 0 = off
+    min_healthy: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +188,11 @@ class Service:
     max_answers: int
     failover_threshold: float
     pools: tuple[Pool, ...]
+    # what happens below the failover threshold (edge.steering.planner): ``cascade`` = the
+    # next tier serves alone; ``capacity`` = the missing share spills by capacity
+    spill: SpillMode = "cascade"
+    # ``nearest``: within a tier, the segment's nearest site serves first
+    routing: RoutingMode = "weighted"
 
     def pool(self, name: str) -> Pool:
         for p in self.pools:
@@ -213,6 +226,14 @@ class GuardSettings:
 @dataclass(frozen=True, slots=True)
 class DnsSettings:
     listen: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GeoSettings:
+    """GeoIP databases, in lookup order; paths already resolved against the config file's
+    directory (the loader checked each opens as a MaxMind-format database)."""
+
+    databases: tuple[str, ...] = ()
 
 
 BackendKind = Literal["rfc2136", "powerdns", "zonefile"]
@@ -362,6 +383,9 @@ class Config:
     bus: BusSettings = field(default_factory=BusSettings)
     backends: tuple[BackendSettings, ...] = ()
     anycast: AnycastSettings = field(default_factory=AnycastSettings)
+    geo: GeoSettings = field(default_factory=GeoSettings)
+    # problems that do not make the config invalid (``edgesteer check`` lists them)
+    warnings: tuple[ConfigError, ...] = field(default=(), compare=False)
 
     def link(self, name: str) -> Link:
         for link in self.links:

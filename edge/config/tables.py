@@ -192,6 +192,8 @@ LINK = _section("link", "An upstream of this node (carrier or exchange).", {
     "thresholds": Field(_thresholds(inherit=True),
                         "per-link override of health.thresholds, merged key by key"),
     "bgp": Field(BGP, "BGP session for anycast announcements over this link"),
+    "site": Field(NAME, "the site this link is at (nearest routing ranks sites by "
+                  "distance); must name a site"),
 })
 
 _HTTP, _DNS = ("http",), ("dns",)
@@ -205,8 +207,9 @@ TARGET = _section("target", "What a probe measures toward.", {
     "interval": Field(Scalar("number", minimum=0.1, maximum=3600), "seconds between probes",
                       default=d.TARGET_INTERVAL_S),
     "timeout": Field(Scalar("number", exclusive_minimum=0),
-                     f"seconds, at most interval x {d.TARGET_TIMEOUT_MAX_FACTOR}",
-                     default=d.TARGET_TIMEOUT_S),
+                     f"seconds, at most interval x {d.TARGET_TIMEOUT_MAX_FACTOR}; default "
+                     f"{d.TARGET_TIMEOUT_S:g}, or interval x {d.TARGET_TIMEOUT_INTERVALS:g} "
+                     "when that is shorter", default=d.TARGET_TIMEOUT_S),
     "links": Field(_names("link"), "links to probe over; default: all"),
     "path": Field(Scalar("string", pattern=r"/.*", what="a path starting with /"),
                   "HTTP path", default=d.HTTP_PATH, kinds=_HTTP),
@@ -256,6 +259,9 @@ LINE = _section("line", "An ISP line, by ASNs and/or CIDRs.", {
     "cidrs": Field(ListOf(CIDR, what="a list of CIDRs"), "networks", default=()),
 })
 
+REGION = Scalar("string", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
+                what="a region code (e.g. GD, CN-GD, or a region of an operator map)")
+
 SEGMENT = _section("segment", "A set of users; segments match in order, first match wins.", {
     "name": Field(NAME, "unique segment name; `default` is reserved", required=True),
     "lines": Field(_names("line"), "ISP lines (any)", default=()),
@@ -268,6 +274,12 @@ SEGMENT = _section("segment", "A set of users; segments match in order, first ma
                        "ISO 3166 alpha-2 codes, upper case (any)", default=()),
     "bucket": Field(ListOf(PERCENT, min_items=2, max_items=2, what="a list [lo, hi]"),
                     "stable hash bucket [lo, hi) in percent, 0 <= lo < hi <= 100"),
+    "regions": Field(ListOf(REGION, what="a list of region codes"),
+                     "client regions (any), from GeoIP: a City database's subdivision (GD) "
+                     "or an operator map's region; CN-GD = region GD in country CN",
+                     default=()),
+    "location": Field(LOCATION, "where the segment's users are (not a criterion): nearest "
+                      "routing ranks sites by distance from here"),
 })
 
 ENDPOINT = _section("endpoint", "An answer bound to a link.", {
@@ -276,6 +288,8 @@ ENDPOINT = _section("endpoint", "An answer bound to a link.", {
     "addresses": Field(ListOf(IP, min_items=1, what="a list of IP addresses"),
                        "answer addresses; default (with no cname): the link's answers v4+v6"),
     "cname": Field(DNS_NAME, "answer with a CNAME instead; exclusive with addresses"),
+    "site": Field(NAME, "the site this answer is served from (nearest routing); must name "
+                  "a site; default: the link's site"),
 })
 
 POOL = _section("pool", "Endpoints served together.", {
@@ -287,6 +301,10 @@ POOL = _section("pool", "Endpoints served together.", {
                       "pool named in `fallback`; fail_closed answers NODATA",
                       default="fail_open"),
     "fallback": Field(NAME, "the pool served when all are down (all_down: fallback)"),
+    "min_healthy": Field(Scalar("number", minimum=0, maximum=1),
+                         "serving share of the pool's configured weight below which the "
+                         "whole pool is taken out (its share spills like a failed pool's); "
+                         "0 = off", default=d.POOL_MIN_HEALTHY),
     "endpoints": Field(ListOf(ENDPOINT, min_items=1, what="a list of endpoints"),
                        "the pool's endpoints, at least one", required=True),
 })
@@ -301,6 +319,14 @@ SERVICE = _section("service", "A steered DNS name.", {
                          default=d.SERVICE_MAX_ANSWERS),
     "failover_threshold": Field(RATIO, "healthy share of a tier below which it fails over",
                                 default=d.SERVICE_FAILOVER_THRESHOLD),
+    "spill": Field(Scalar("string", enum=("cascade", "capacity")),
+                   "below failover_threshold: cascade = the next tier serves alone; "
+                   "capacity = the tier's survivors keep their weight and the missing share "
+                   "spreads over the next tiers by capacity", default=d.SERVICE_SPILL),
+    "routing": Field(Scalar("string", enum=("weighted", "nearest")),
+                     "weighted = every serving endpoint of the tier by weight; nearest = "
+                     "the segment's nearest site first (segments need a location, "
+                     "endpoints a site with one)", default=d.SERVICE_ROUTING),
     "pools": Field(ListOf(POOL, min_items=1, what="a list of pools"),
                    "the service's pools, at least one",
                    required=True),
@@ -502,6 +528,16 @@ BUS = _section("bus", "How measurements reach the engines, and where engines coo
                      default=d.BUS_HISTORY, kinds=_REDIS),
 }, discriminator="kind")
 
+GEO = _section("geo", "GeoIP: where the data plane finds a client's country, region, ASN "
+               "and line (for segments by asns, countries, regions and lines).", {
+    "databases": Field(ListOf(Scalar("string", pattern=r".*\S.*", what="a file path"),
+                              min_items=1, what="a list of file paths"),
+                       "MaxMind-format databases (.mmdb: City, Country, ASN, or an operator "
+                       "map from `edgesteer geo build`), consulted in order, the first value "
+                       "of each field wins; relative paths: to the config file's directory",
+                       default=()),
+})
+
 ROOT = _section("config", "edgesteer configuration (version 1).", {
     "version": Field(Scalar("integer", enum=(d.CONFIG_VERSION,)), "must be 1", required=True),
     "node": Field(NODE, "this node", required=True),
@@ -525,4 +561,5 @@ ROOT = _section("config", "edgesteer configuration (version 1).", {
     "anycast": Field(ANYCAST, "anycast prefixes, BGP speakers and preferences"),
     "backends": Field(ListOf(BACKEND, what="a list of backends"),
                       "external DNS servers to push the plan into", default=()),
+    "geo": Field(GEO, "GeoIP databases the DNS server and explain look clients up in"),
 })

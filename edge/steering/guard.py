@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edge.config.schema import GuardSettings
-from edge.plan import AnswerKey, Plan
+from edge.plan import AnswerKey, Plan, PlanDiff
+from edge.steering.incremental import diff_plans
 
 
 class UnsafePlan(Exception):
@@ -42,38 +43,48 @@ def _keys(keys: tuple[AnswerKey, ...], limit: int = 5) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
-def check_frozen(previous: Plan | None, proposed: Plan, settings: GuardSettings) -> None:
+def check_frozen(previous: Plan | None, proposed: Plan, settings: GuardSettings,
+                 diff: PlanDiff) -> None:
     if not settings.freeze or previous is None:
         return
-    diff = previous.diff(proposed)
     if diff:
         keys = tuple(c.key for c in diff.changes)
         raise Frozen(f"guard.freeze is on and {len(keys)} answer set(s) would change "
                      f"({_keys(keys)}): unfreeze, or apply with --force", keys)
 
 
-def check_empty(previous: Plan | None, proposed: Plan, settings: GuardSettings) -> None:
+def check_empty(previous: Plan | None, proposed: Plan, settings: GuardSettings,
+                diff: PlanDiff) -> None:
     if previous is None:
         return
-    emptied = tuple(key for key, aset in proposed.answers.items()
-                    if not aset.answers and (old := previous.answers.get(key)) is not None
-                    and old.answers
-                    and not any(r.code == "all_down.fail_closed" for r in aset.reasons))
+    # an answer set that loses all its answers changes in substance: it is in the diff
+    emptied = {c.key for c in diff.changes
+               if c.after is not None and not c.after.answers
+               and c.before is not None and c.before.answers
+               and not any(r.code == "all_down.fail_closed" for r in c.after.reasons)}
     if emptied:
-        raise EmptyAnswers(f"{len(emptied)} answer set(s) would have no answers "
-                           f"({_keys(emptied)}); enable guard.fail_open to serve all "
-                           f"endpoints when none is healthy, or apply with --force", emptied)
+        ordered = tuple(key for key in proposed.answers if key in emptied)  # plan order
+        raise EmptyAnswers(f"{len(ordered)} answer set(s) would have no answers "
+                           f"({_keys(ordered)}); enable guard.fail_open to serve all "
+                           f"endpoints when none is healthy, or apply with --force", ordered)
 
 
-Check = Callable[[Plan | None, Plan, GuardSettings], None]
+Check = Callable[[Plan | None, Plan, GuardSettings, PlanDiff], None]
 
 CHECKS: tuple[Check, ...] = (check_frozen, check_empty)
 
 
 def guard(previous: Plan | None, proposed: Plan, settings: GuardSettings, *,
-          force: bool = False) -> Plan:
-    """``proposed`` if it is safe to apply after ``previous``; else raise an UnsafePlan."""
+          force: bool = False, diff: PlanDiff | None = None) -> Plan:
+    """``proposed`` if it is safe to apply after ``previous``; else raise an UnsafePlan.
+
+    ``diff``: ``previous``'s diff to ``proposed`` when the caller has it (the engine
+    cycle); else it is computed, walking only what changed when both plans come from one
+    incremental planner (``incremental.diff_plans``).
+    """
     if not force:
+        if diff is None:
+            diff = diff_plans(previous, proposed) if previous is not None else PlanDiff(())
         for check in CHECKS:
-            check(previous, proposed, settings)
+            check(previous, proposed, settings, diff)
     return proposed

@@ -2,8 +2,9 @@
 whose candidates use that link. Gives exactly ``planner.plan`` (a property test holds it
 to that), faster:
 
-* sharing: an answer set depends on its segment only by name, so the rules of a service
-  that list the same pools are computed once (a *group*); the plan's mapping
+* sharing: an answer set depends on its segment only by name (and, for a service with
+  ``routing: nearest``, by its location), so the rules of a service that list the same
+  pools (at the same location) are computed once (a *group*); the plan's mapping
   (:class:`GroupedAnswers`) holds one answer set per group and makes a segment's copy on
   first access (500,000 eager copies took longer than all the planning);
 * an index link -> groups (the rule's pools, and the fallback pool of a ``fallback``
@@ -22,21 +23,24 @@ import hashlib
 import json
 from collections.abc import ItemsView, Iterator, Mapping
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import compress
+from operator import attrgetter, is_not, itemgetter
 
 from edge.config.schema import Config, Service
 from edge.health.state import HealthSnapshot, HealthState
-from edge.plan import AnswerKey, AnswerSet, Plan
+from edge.plan import AnswerChange, AnswerKey, AnswerSet, Plan, PlanDiff
 from edge.steering.planner import (
     Static,
     answer_set,
     config_identity,
     rules,
+    segment_location,
     static_candidates,
 )
 
 
-def _with_segment(a: AnswerSet, segment: str) -> AnswerSet:
+def with_segment(a: AnswerSet, segment: str) -> AnswerSet:
+    """``a`` for another segment (the rest of an answer set never depends on it)."""
     # the constructor directly: dataclasses.replace costs several times more
     return AnswerSet(a.service, segment, a.ttl, a.tier, a.answers, a.reasons, a.failing_over,
                      a.fail_open, a.max_answers)
@@ -50,13 +54,31 @@ class Where(Mapping[AnswerKey, int]):
     """(service, segment) -> group, stored per service as segment -> pools -> group (built
     from the rules in C loops: no 500,000 tuple keys to make)."""
 
-    __slots__ = ("_by_service", "_size")
+    __slots__ = ("_by_service", "_owners", "_size")
 
     def __init__(self, by_service: dict[str, tuple[dict[str, tuple[str, ...]],
                                                    dict[tuple[str, ...], int]]],
                  size: int) -> None:
         self._by_service = by_service
         self._size = size
+        self._owners: list[tuple[str, tuple[str, ...]]] | None = None
+
+    def group_keys(self, gi: int) -> list[AnswerKey]:
+        """The keys (service, segment) that group ``gi`` answers, in plan order."""
+        owners = self._owners
+        if owners is None:  # group -> (service, pools key), made on first use
+            count = sum(len(by_pools) for _, by_pools in self._by_service.values())
+            owners = self._owners = [("", ())] * count
+            for svc, (_, by_pools) in self._by_service.items():
+                for key, gi_ in by_pools.items():
+                    owners[gi_] = (svc, key)
+        service, key = owners[gi]
+        return [(service, seg) for seg, k in self._by_service[service][0].items() if k == key]
+
+    def service_keys(self, service: str) -> list[AnswerKey]:
+        """The keys of ``service``, in plan order (none for an unknown service)."""
+        hit = self._by_service.get(service)
+        return [(service, seg) for seg in hit[0]] if hit is not None else []
 
     @property
     def by_service(self) -> dict[str, tuple[dict[str, tuple[str, ...]],
@@ -110,6 +132,16 @@ class GroupedAnswers(Mapping[AnswerKey, AnswerSet]):
         self._results = results
         self._cache = cache
 
+    @property
+    def where(self) -> Where:
+        """Key -> group, shared by every plan of one planner."""
+        return self._where
+
+    @property
+    def results(self) -> list[AnswerSet]:
+        """The answer set of each group (the same object in two plans while not recomputed)."""
+        return self._results
+
     def __getitem__(self, key: AnswerKey) -> AnswerSet:
         try:
             gi = self._where[key]
@@ -124,7 +156,7 @@ class GroupedAnswers(Mapping[AnswerKey, AnswerSet]):
             copies = self._cache[gi] = {}
         hit = copies.get(segment)
         if hit is None:
-            hit = copies[segment] = _with_segment(first, segment)
+            hit = copies[segment] = with_segment(first, segment)
         return hit
 
     def __iter__(self) -> Iterator[AnswerKey]:
@@ -163,7 +195,7 @@ class GroupedAnswers(Mapping[AnswerKey, AnswerSet]):
                         copies = cache[gi] = {}
                     hit = copies.get(segment)
                     if hit is None:
-                        hit = copies[segment] = _with_segment(first, segment)
+                        hit = copies[segment] = with_segment(first, segment)
                     first = hit
                 out.append(((service, segment), first))
         return out
@@ -210,19 +242,34 @@ class IncrementalPlanner:
         groups = self._groups
         by_link = self._by_link
         size = 0
+        layouts: dict[tuple[tuple[str, tuple[str, ...]], ...],
+                      tuple[dict[str, tuple[str, ...]], dict[tuple[str, ...], str],
+                            tuple[tuple[str, ...], ...]]] = {}
         for svc in config.services:
             rl = rules(config, svc)
-            # pools -> its first segment, in order of first appearance (C loops, no Python)
-            first = dict(zip(map(_SECOND, reversed(rl)), map(_FIRST, reversed(rl)), strict=True))
+            nearest = svc.routing == "nearest"
+            if nearest:
+                # the answer set depends on the segment's location too: it joins the group
+                # key, as a last element no pool name can be (NUL-led)
+                rl = tuple((seg, (*pools, f"\0{segment_location(config, svc, seg)!r}"))
+                           for seg, pools in rl)
+            layout = layouts.get(rl)
+            if layout is None:  # services with equal rules share it (generated policies)
+                # key -> its first segment, in order of first appearance (C loops)
+                layout = layouts[rl] = (dict(rl), dict(zip(
+                    map(_SECOND, reversed(rl)), map(_FIRST, reversed(rl)), strict=True)),
+                    tuple(dict.fromkeys(map(_SECOND, rl))))
+            segments, first, order = layout
             by_pools: dict[tuple[str, ...], int] = {}
             memo: dict[str, Static] = {}
-            for pools in dict.fromkeys(map(_SECOND, rl)):
-                gi = by_pools[pools] = len(groups)
-                group = self._group(config, svc, pools, first[pools], memo)
+            for key in order:
+                gi = by_pools[key] = len(groups)
+                pools = key[:-1] if nearest else key
+                group = self._group(config, svc, pools, first[key], memo)
                 groups.append(group)
                 for link in group.links:
                     by_link.setdefault(link, []).append(gi)
-            where[svc.name] = (dict(rl), by_pools)
+            where[svc.name] = (segments, by_pools)  # shared: read only
             size += len(rl)
         self._where = Where(where, size)
         self._results: list[AnswerSet] = []
@@ -265,8 +312,12 @@ class IncrementalPlanner:
     def _plan(self, snapshot: HealthSnapshot, *, version: int, now: float) -> Plan:
         states = {name: lh.state for name, lh in snapshot.links.items()}
         if not self._results and self._groups:
-            self._results = [self._compute(gi, snapshot) for gi in range(len(self._groups))]
-            self._cache = [None] * len(self._groups)
+            config = self.config
+            self._results = [answer_set(config, g.service, g.segment, g.pools, snapshot,
+                                        static=g.static) for g in self._groups]
+            # a dict per group, never None: the copies of a group kept by a re-plan are
+            # then the same objects in both plans (changed_keys relies on it)
+            self._cache = [{} for _ in range(len(self._groups))]
             self.recomputed = len(self._groups)
         else:
             changed = {n for n in set(states) | set(self._states)
@@ -278,9 +329,128 @@ class IncrementalPlanner:
                 self._cache = list(self._cache)
                 for gi in touched:
                     self._results[gi] = self._compute(gi, snapshot)
-                    self._cache[gi] = None
+                    self._cache[gi] = {}
             self.recomputed = len(touched)
         self._states = states
         answers = GroupedAnswers(self._where, self._results, self._cache)
         return Plan(version=version, created_at=now, inputs_digest=self._digest(snapshot),
                     answers=answers)
+
+
+class _OverlayItems(ItemsView[AnswerKey, AnswerSet]):
+    _mapping: Overlay
+
+    def __iter__(self) -> Iterator[tuple[AnswerKey, AnswerSet]]:
+        over = self._mapping.overrides
+        for key, aset in self._mapping.base.items():
+            yield key, over.get(key, aset)
+
+
+class Overlay(Mapping[AnswerKey, AnswerSet]):
+    """A planner's answers with a few answer sets replaced: what ``rails.shape`` makes of
+    an incremental plan (the frozen, last-known-good and ramped sets), without copying the
+    other 500,000. Same keys and order as ``base``; immutable."""
+
+    __slots__ = ("_base", "_over")
+
+    def __init__(self, base: GroupedAnswers, overrides: Mapping[AnswerKey, AnswerSet]) -> None:
+        self._base = base
+        self._over = dict(overrides)
+
+    @property
+    def base(self) -> GroupedAnswers:
+        return self._base
+
+    @property
+    def overrides(self) -> Mapping[AnswerKey, AnswerSet]:
+        return self._over
+
+    def __getitem__(self, key: AnswerKey) -> AnswerSet:
+        hit = self._over.get(key)
+        return hit if hit is not None else self._base[key]
+
+    def __iter__(self) -> Iterator[AnswerKey]:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._base
+
+    def items(self) -> ItemsView[AnswerKey, AnswerSet]:
+        return _OverlayItems(self)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def layers(answers: Mapping[AnswerKey, AnswerSet]
+            ) -> tuple[GroupedAnswers, Mapping[AnswerKey, AnswerSet]] | None:
+    if isinstance(answers, GroupedAnswers):
+        return answers, {}
+    if isinstance(answers, Overlay):
+        return answers.base, answers.overrides
+    return None
+
+
+def group_delta(old: Mapping[AnswerKey, AnswerSet], new: Mapping[AnswerKey, AnswerSet]
+           ) -> tuple[Where, list[AnswerSet], list[AnswerSet], list[int], set[AnswerKey]] | None:
+    """(where, old results, new results, the groups whose answer set is not the same
+    object, the overlays' keys), or None when the two do not come from one planner."""
+    a, b = layers(old), layers(new)
+    if a is None or b is None or a[0].where is not b[0].where:
+        return None
+    ra, rb = a[0].results, b[0].results
+    groups = [] if ra is rb else list(compress(range(len(rb)), map(is_not, ra, rb)))
+    return a[0].where, ra, rb, groups, {*a[1], *b[1]}
+
+
+def changed_keys(old: Mapping[AnswerKey, AnswerSet],
+                 new: Mapping[AnswerKey, AnswerSet]) -> list[AnswerKey] | None:
+    """The keys whose answer set may not be the same object in ``old`` and ``new`` (a
+    superset, unordered), or None when only a walk of every key can tell (the mappings
+    do not come from one incremental planner).
+
+    Two plans of one planner share every group it did not recompute in between, and each
+    group's per-segment copies with it; an Overlay adds its replaced keys. So the keys
+    that can differ are those of the groups whose answer set is not the same object, plus
+    the overlays' keys: what the last link changes touched, not the whole plan.
+    """
+    delta = group_delta(old, new)
+    if delta is None:
+        return None
+    where, _, _, groups, loose = delta
+    keys = [key for gi in groups for key in where.group_keys(gi)]
+    keys.extend(loose)
+    return keys
+
+
+def diff_plans(old: Plan, new: Plan) -> PlanDiff:
+    """``old.diff(new)``, walking only the keys that can differ (``changed_keys``).
+
+    The keys of a recomputed group that no overlay replaces are copies of the group's
+    answer set on either side: one comparison of the two decides for all of them."""
+    delta = group_delta(old.answers, new.answers)
+    if delta is None:
+        return old.diff(new)
+    where, ra, rb, groups, loose = delta
+    changes = []
+    for gi in groups:
+        if ra[gi].content() == rb[gi].content():
+            continue
+        for key in where.group_keys(gi):
+            if key not in loose:  # those are compared one by one below
+                changes.append(AnswerChange(key, old.answers[key], new.answers[key]))
+    for key in loose:
+        before, after = old.answers.get(key), new.answers.get(key)
+        if before is after is not None:
+            continue
+        if before is None or after is None or before.content() != after.content():
+            changes.append(AnswerChange(key, before, after))
+    changes.sort(key=_KEY)
+    routes = Plan(announcements=old.announcements).diff(
+        Plan(announcements=new.announcements)).announcement_changes
+    return PlanDiff(tuple(changes), routes)
+
+
+_KEY = attrgetter("key")

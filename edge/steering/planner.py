@@ -21,12 +21,55 @@ the answer set is chosen like this:
 Served weights are the configured weights x ``health.degraded_weight`` for DEGRADED links.
 The TTL drops to ``failover_ttl`` while failing over: the serving tier is not the best
 configured one, fail-open, or any candidate link is not steady (FALLING, RISING, DEGRADED,
-DOWN), so resolvers come back soon. Two endpoints giving the same answer value: the first
-(in pool order) wins. Every decision is recorded as a Reason with a stable code.
+DOWN), or a share spilled (below), so resolvers come back soon. Two endpoints giving the
+same answer value: the first (in pool order) wins. Every decision is recorded as a Reason
+with a stable code.
+
+Three optional features change steps 2-4; with all of them off (the defaults) none of the
+code below runs, and plans are exactly as described above. An endpoint's *capacity* is its
+configured weight, x ``degraded_weight`` when DEGRADED, 0 when not serving.
+
+5. Minimum healthy capacity, ``pool.min_healthy`` (0..1, 0 = off). A pool of the rule whose
+   serving weight / configured weight (DEGRADED links count whole, as for the threshold)
+   is below it is taken out whole (``pool.below_min_healthy``): its few survivors would be
+   overloaded by the whole pool's share. Taken-out endpoints count as not serving in steps
+   2-4 and below, so the pool's share spills like a failed pool's. If that leaves nothing
+   with weight to serve while something could serve before, the all-down policy of the
+   rule's first pool decides: ``fail_open`` keeps every pool in (``pool.min_healthy_
+   waived``: overloaded survivors beat dead links and beat nothing), ``fallback`` serves
+   the fallback pool, ``fail_closed`` answers NODATA (``pool.min_healthy_all_out``). A
+   pool with no configured weight is never below it.
+6. Capacity-aware spill across tiers, ``service.spill: capacity`` (default ``cascade`` =
+   step 2). The first tier with configured weight (the one serving when all is well) keeps
+   serving alone while its healthy capacity reaches the threshold, as in step 2. Below it,
+   the tier's demand (its configured weight) is shared out in tier order: the tier's own
+   survivors first, at their capacity; what they cannot carry goes to the next tier's
+   serving endpoints in proportion to their capacity, each capped at its capacity; what
+   that tier cannot take goes on to the next (``spill.capacity``, with the figures). So
+   the answer weights add up to the demand while the capacity allows, and no endpoint gets
+   more than its capacity. If nothing can take any of it, steps 3-4 decide.
+7. Nearest routing, ``service.routing: nearest`` (default ``weighted``). For a segment with
+   a ``location``, the sites of the tier that serves (the first tier, under ``spill:
+   capacity``) are ranked by ``geo.nearest.rank_sites`` (great-circle distance from the
+   segment to each endpoint's site; ties by site name; ``nearest.ranked`` carries the
+   ranking). The nearest site with configured weight serves alone while it is whole. Its
+   demand is its configured weight; when its capacity falls short (a link down, degraded,
+   or its pool below min_healthy) its survivors keep their capacity and the missing share
+   spreads over the tier's OTHER sites together in proportion to their capacity, capped
+   (``nearest.spill``), not onto the single next-nearest one; under ``spill: capacity``,
+   when the first tier is below its threshold, what the tier cannot take goes on to the
+   next tiers (step 6; one ``spill.capacity`` reason tells it all). Measured rtt toward the
+   segment is not blended in: the snapshot's link rtt is toward the probe targets, not the
+   segment, and plans change only with link states. A segment without a location (the
+   implicit ``default`` always) is planned as ``weighted`` (``nearest.no_location``).
+   A segment with a location but no rule of its own gets the default rule's pools under
+   its own key (``rules``), so a located segment needs no policy rule to be served from
+   its nearest site.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -37,6 +80,8 @@ from typing import NamedTuple
 from edge.config.schema import Config, Link, Pool, Service
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import AnswerKey, AnswerSet, Plan, Reason, RRType, WeightedAnswer
+from edge.steering.capacity import fill
+from geo.nearest import rank_sites
 from geo.segment import DEFAULT_SEGMENT
 
 S = HealthState
@@ -54,10 +99,13 @@ class Candidate(NamedTuple):
     state: HealthState
     records: tuple[tuple[RRType, str], ...]
     preset: tuple[WeightedAnswer, ...] = ()  # the answers at ``weight``
+    site: str | None = None  # where the endpoint is (nearest routing)
+    # may serve: its state serves and its pool is not taken out (min_healthy)
+    live: bool = True
 
     @property
     def serving(self) -> bool:
-        return self.state in _SERVING
+        return self.live
 
 
 _SERVING = frozenset(st for st in HealthState if st.serving)
@@ -83,13 +131,29 @@ def _rules(config: Config, service: Service) -> _Rules:
     every = tuple(p.name for p in service.pools)
     policy = config.policies.get(service.name)
     if policy is None:
+        if service.routing == "nearest":
+            return _located(config, {}, every)
         return ((DEFAULT_SEGMENT, every),)
     out = {rule.segment: rule.pools for rule in policy.rules}
     if len(out) != len(policy.rules):  # a segment listed twice: its first rule wins
         out = {}
         for rule in policy.rules:
             out.setdefault(rule.segment, rule.pools)
+    if service.routing == "nearest":
+        return _located(config, out, out.get(DEFAULT_SEGMENT, every))
     out.setdefault(DEFAULT_SEGMENT, every)
+    return tuple(out.items())
+
+
+def _located(config: Config, out: dict[str, tuple[str, ...]],
+             default: tuple[str, ...]) -> _Rules:
+    """routing: nearest: every segment with a location and no rule of its own gets the
+    default rule's pools under its own key (its answers depend on where it is), after the
+    policy's rules, before ``default``."""
+    for seg in config.segments:
+        if seg.location is not None and seg.name not in out:
+            out[seg.name] = default
+    out.setdefault(DEFAULT_SEGMENT, default)
     return tuple(out.items())
 
 
@@ -133,7 +197,7 @@ def _links_of(config: Config) -> dict[str, Link]:
 
 
 StaticEntry = tuple[str, str, int, float, tuple[tuple[RRType, str], ...],
-                    tuple[WeightedAnswer, ...], dict[HealthState, "Candidate"]]
+                    tuple[WeightedAnswer, ...], str | None, dict[HealthState, "Candidate"]]
 Static = tuple[StaticEntry, ...]
 
 
@@ -150,14 +214,14 @@ def _pool_static(by_name: dict[str, Link], pool: Pool) -> Static:
         preset = tuple(WeightedAnswer(rrtype, value, ep.weight, link.name, pool.name, tier)
                        for rrtype, value in records)
         # the last: this endpoint's Candidate per link state, made on first use (immutable)
-        out.append((pool.name, link.name, tier, ep.weight, records, preset, {}))
+        out.append((pool.name, link.name, tier, ep.weight, records, preset, ep.site, {}))
     return tuple(out)
 
 
 def static_candidates(config: Config, service: Service, pools: tuple[str, ...], *,
                       memo: dict[str, Static] | None = None) -> Static:
     """What of a rule's candidates depends on the config only: (pool, link, tier, weight,
-    records, answers at the configured weight) per endpoint, in pool order. The incremental
+    records, answers at the configured weight, site) per endpoint, in pool order. The incremental
     planner keeps these; ``memo`` (pool name -> its part, for one service) shares the work
     between the rules of a service."""
     by_name = _links_of(config)
@@ -180,12 +244,13 @@ def candidates(config: Config, service: Service, pools: tuple[str, ...],
     health = snapshot.links
     unknown = S.UNKNOWN
     out = []
-    for pool, link, tier, weight, records, preset, made in static:
+    for pool, link, tier, weight, records, preset, site, made in static:
         lh = health.get(link)
         state = lh.state if lh is not None else unknown
         cand = made.get(state)
         if cand is None:
-            cand = made[state] = Candidate(pool, link, tier, weight, state, records, preset)
+            cand = made[state] = Candidate(pool, link, tier, weight, state, records, preset,
+                                           site, state in _SERVING)
         out.append(cand)
     return tuple(out)
 
@@ -239,6 +304,8 @@ class _Choice(NamedTuple):
     served: tuple[Candidate, ...]
     fail_open: bool = False
     equal_weights: bool = False
+    weights: tuple[float, ...] | None = None  # per served candidate (capacity-shared)
+    cause: str | None = None  # why this is a failover (a share spilled)
 
 
 def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
@@ -248,7 +315,7 @@ def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
     for tier in tiers:
         members = [c for c in cands if c.tier == tier]
         total = sum(c.weight for c in members)
-        healthy = sum(c.weight for c in members if c.state in _SERVING)
+        healthy = sum(c.weight for c in members if c.live)
         cap = healthy / total if total > 0 else 0.0
         inputs: dict[str, object] = {
             "tier": tier, "capacity": round(cap, 6), "threshold": threshold,
@@ -258,19 +325,19 @@ def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
             reasons.append(Reason("tier.selected", f"tier {tier} serves: healthy capacity "
                                   f"{_pct(cap)} >= threshold {_pct(threshold)}",
                                   MappingProxyType(inputs)))
-            return _Choice(tier, tuple(c for c in members if c.state in _SERVING and c.weight > 0))
+            return _Choice(tier, tuple(c for c in members if c.live and c.weight > 0))
         reasons.append(Reason("tier.skipped", f"tier {tier} skipped: healthy capacity "
                               f"{_pct(cap)} < threshold {_pct(threshold)}",
                               MappingProxyType(inputs)))
     for tier in tiers:
-        served = tuple(c for c in cands if c.tier == tier and c.state in _SERVING and c.weight > 0)
+        served = tuple(c for c in cands if c.tier == tier and c.live and c.weight > 0)
         if served:
             reasons.append(_reason("tier.best_effort", f"no tier reaches the threshold: tier "
                                    f"{tier} serves what it has", tier=tier,
                                    threshold=threshold))
             return _Choice(tier, served)
     for tier in tiers:
-        served = tuple(c for c in cands if c.tier == tier and c.state in _SERVING)
+        served = tuple(c for c in cands if c.tier == tier and c.live)
         if served:
             reasons.append(_reason("endpoint.drained_only", f"only drained endpoints can "
                                    f"serve: tier {tier} drained endpoints at equal weight",
@@ -297,6 +364,10 @@ def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
 def _answers(choice: _Choice, degraded_weight: float,
              reasons: list[Reason]) -> tuple[WeightedAnswer, ...]:
     out: dict[tuple[str, str], WeightedAnswer] = {}
+    if choice.weights is not None:  # shared out by capacity (degraded scaling included)
+        for c, weight in zip(choice.served, choice.weights, strict=True):
+            _add_answers(out, c, weight)
+        return tuple(out.values())
     for c in choice.served:
         weight = 1.0 if choice.equal_weights else c.weight
         if c.state is S.DEGRADED and not choice.fail_open and not choice.equal_weights:
@@ -306,14 +377,20 @@ def _answers(choice: _Choice, degraded_weight: float,
                                    pool=c.pool, link=c.link, weight=weight,
                                    factor=degraded_weight, result=scaled))
             weight = scaled
-        if weight == c.weight and c.preset:
-            for wa in c.preset:
-                out.setdefault((wa.rrtype, wa.value), wa)
-            continue
-        for rrtype, value in c.records:
-            out.setdefault((rrtype, value), WeightedAnswer(rrtype, value, weight, c.link,
-                                                           c.pool, c.tier))
+        _add_answers(out, c, weight)
     return tuple(out.values())
+
+
+def _add_answers(out: dict[tuple[str, str], WeightedAnswer], c: Candidate,
+                 weight: float) -> None:
+    """``c``'s answers at ``weight`` into ``out`` (the first endpoint giving a value wins)."""
+    if weight == c.weight and c.preset:
+        for wa in c.preset:
+            out.setdefault((wa.rrtype, wa.value), wa)
+        return
+    for rrtype, value in c.records:
+        out.setdefault((rrtype, value), WeightedAnswer(rrtype, value, weight, c.link,
+                                                       c.pool, c.tier))
 
 
 def answer_set(config: Config, service: Service, segment: str, pools: tuple[str, ...],
@@ -331,8 +408,11 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
     best = min(weighted) if weighted else min(c.tier for c in cands)
     lead = next((p for p in service.pools if p.name == pools[0]), None)
     policy = lead.all_down if lead is not None else "fail_open"
-    choice = _choose(cands, service.failover_threshold, config.guard.fail_open, reasons,
-                     policy)
+    if _extended(config, service):
+        choice = _choose_extended(config, service, segment, cands, policy, reasons)
+    else:
+        choice = _choose(cands, service.failover_threshold, config.guard.fail_open, reasons,
+                         policy)
     if choice is None and policy == "fallback" and lead is not None and lead.fallback:
         fb = candidates(config, service, (lead.fallback,), snapshot)
         weighted_fb = tuple(c for c in fb if c.weight > 0)
@@ -349,6 +429,8 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
         why.append("nothing healthy")
     elif tier != best:
         why.append(f"tier {tier} serves instead of tier {best}")
+    if choice is not None and choice.cause is not None:
+        why.append(choice.cause)
     unsteady = sorted({f"{c.link} {c.state}" for c in cands if c.state in _UNSTEADY})
     if unsteady:
         why.append("unsteady: " + ", ".join(unsteady))
@@ -362,6 +444,240 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
         reasons.append(_steady(ttl))
     return AnswerSet(service.name, segment, ttl, tier, answers, tuple(reasons), failing_over,
                      choice is not None and choice.fail_open, service.max_answers)
+
+
+# optional features (module docstring, steps 5-7) ----------------------------------------
+
+_EXT: dict[int, tuple[Config, dict[int, tuple[Service, bool]]]] = {}
+
+
+def _extended(config: Config, service: Service) -> bool:
+    """Whether min_healthy, spill: capacity or routing: nearest is on for ``service``
+    (cached per config and service object, as ``rules``; when none is, the plain path
+    runs, paying nothing for them)."""
+    hit = _EXT.get(id(config))
+    if hit is None or hit[0] is not config:
+        if len(_EXT) >= 8:
+            _EXT.clear()
+        hit = _EXT[id(config)] = (config, {})
+    got = hit[1].get(id(service))
+    if got is None or got[0] is not service:
+        on = (service.spill != "cascade" or service.routing != "weighted"
+              or any(p.min_healthy > 0 for p in service.pools))
+        got = hit[1][id(service)] = (service, on)
+    return got[1]
+
+
+Place = tuple[float, float]
+_GEO: dict[int, tuple[Config, dict[str, Place | None], dict[str, Place]]] = {}
+
+
+def _places(config: Config) -> tuple[dict[str, Place | None], dict[str, Place]]:
+    """(site -> location, segment -> location), cached per config object."""
+    hit = _GEO.get(id(config))
+    if hit is not None and hit[0] is config:
+        return hit[1], hit[2]
+    if len(_GEO) >= 8:
+        _GEO.clear()
+    sites = {s.name: (s.location.lat, s.location.lon) if s.location is not None else None
+             for s in config.sites}
+    segments = {seg.name: seg.location for seg in config.segments if seg.location is not None}
+    _GEO[id(config)] = (config, sites, segments)
+    return sites, segments
+
+
+def segment_location(config: Config, service: Service, segment: str) -> Place | None:
+    """Where nearest routing measures ``segment`` from for ``service`` (None: it does not;
+    the answer set then depends on the segment by name only)."""
+    if service.routing != "nearest":
+        return None
+    return _places(config)[1].get(segment)
+
+
+def _choose_extended(config: Config, service: Service, segment: str,
+                     cands: tuple[Candidate, ...], policy: str,
+                     reasons: list[Reason]) -> _Choice | None:
+    """Steps 2-4 with min_healthy, capacity spill and nearest routing (docstring 5-7)."""
+    dw = config.health.degraded_weight
+    threshold = service.failover_threshold
+    cands = _min_healthy(service, cands, policy, reasons)
+    where = segment_location(config, service, segment)
+    if service.routing == "nearest" and where is None:
+        reasons.append(_reason("nearest.no_location", "this segment has no location: nearest "
+                               "routing degrades to weighted"))
+    choice = None
+    if service.spill == "capacity":
+        choice = _spill(config, cands, threshold, dw, where, reasons)
+    if choice is None:
+        choice = _choose(cands, threshold, config.guard.fail_open, reasons, policy)
+        if where is not None and choice is not None and not choice.fail_open \
+                and not choice.equal_weights:
+            choice = _nearest(config, cands, choice, dw, where, reasons)
+    return choice
+
+
+def _min_healthy(service: Service, cands: tuple[Candidate, ...], policy: str,
+                 reasons: list[Reason]) -> tuple[Candidate, ...]:
+    """The candidates with every pool below its min_healthy taken out (not live)."""
+    limits = {p.name: p.min_healthy for p in service.pools if p.min_healthy > 0}
+    if not limits:
+        return cands
+    sums: dict[str, list[float]] = {}
+    for c in cands:
+        if c.pool in limits:
+            acc = sums.setdefault(c.pool, [0.0, 0.0])
+            acc[0] += c.weight
+            if c.live:
+                acc[1] += c.weight
+    out: dict[str, tuple[float, float, float]] = {}
+    for pool, (total, healthy) in sums.items():
+        if total > 0 and healthy / total < limits[pool]:
+            out[pool] = (healthy, total, healthy / total)
+    if not out:
+        return cands
+    for pool, (healthy, total, share) in out.items():
+        reasons.append(_reason(
+            "pool.below_min_healthy", f"pool {pool} serves {healthy:g} of its {total:g} "
+            f"({_pct(share)}) < min_healthy {_pct(limits[pool])}: taken out whole, its share "
+            f"spills", pool=pool, healthy_weight=healthy, total_weight=total,
+            capacity=round(share, 6), min_healthy=limits[pool]))
+    kept = tuple(c._replace(live=False) if c.live and c.pool in out else c for c in cands)
+    if any(c.live and c.weight > 0 for c in kept) or not any(c.live for c in cands):
+        return kept
+    pools = ", ".join(out)
+    if policy == "fail_open":
+        reasons.append(_reason("pool.min_healthy_waived", f"nothing else can serve: the "
+                               f"survivors of {pools} serve after all (all_down: fail_open)",
+                               pools=tuple(out)))
+        return cands
+    reasons.append(_reason("pool.min_healthy_all_out", f"nothing else can serve with {pools} "
+                           f"taken out: all_down: {policy} decides", pools=tuple(out),
+                           policy=policy))
+    return kept
+
+
+def _capacity(c: Candidate, degraded_weight: float) -> float:
+    return c.weight * degraded_weight if c.state is S.DEGRADED else c.weight
+
+
+def _live(cands: list[Candidate]) -> list[Candidate]:
+    return [c for c in cands if c.live and c.weight > 0]
+
+
+def _site_of(c: Candidate) -> str:
+    return c.site if c.site is not None else "(no site)"
+
+
+def _split_nearest(config: Config, members: list[Candidate], where: Place,
+                   reasons: list[Reason]) -> tuple[list[Candidate], list[Candidate], str] | None:
+    """(the nearest site's candidates, the others', its name); None: no site has weight."""
+    located = _places(config)[0]
+    totals: dict[str, float] = {}
+    for c in members:
+        totals[_site_of(c)] = totals.get(_site_of(c), 0.0) + c.weight
+    ranked = rank_sites(where, [(site, located.get(site)) for site in totals])
+    pick = next((r for r in ranked if totals[r.site] > 0), None)
+    if pick is None:
+        return None
+    ranking = tuple(r.reason for r in ranked)
+    reasons.append(_reason(
+        "nearest.ranked", f"nearest first from ({where[0]:g}, {where[1]:g}): "
+        + "; ".join(f"{i}. {text}" for i, text in enumerate(ranking, 1))
+        + f"; site {pick.site} serves first", location=where, ranking=ranking,
+        site=pick.site))
+    head = [c for c in members if _site_of(c) == pick.site]
+    rest = [c for c in members if _site_of(c) != pick.site]
+    return head, rest, pick.site
+
+
+def _share(groups: list[list[Candidate]], labels: list[str], demand: float, dw: float,
+           lead: str, code: str, reasons: list[Reason]) -> _Choice | None:
+    """``demand`` shared over ``groups`` by capacity (``capacity.fill``); None: nothing can
+    take any. ``lead`` says why the first group falls short, when it does."""
+    caps = [[_capacity(c, dw) for c in g] for g in groups]
+    given = fill(caps, demand)
+    pairs = [(c, w) for g, ws in zip(groups, given, strict=True)
+             for c, w in zip(g, ws, strict=True) if w > 0]
+    if not pairs:
+        return None
+    kept, short = sum(given[0]), demand - sum(given[0])
+    cause = None
+    if short > demand * 1e-9:
+        parts = [f"{sum(ws):g} to {label} (capacity {sum(cs):g}, "
+                 f"{_pct(sum(ws) / sum(cs))} used)"
+                 for label, cs, ws in zip(labels[1:], caps[1:], given[1:], strict=True)
+                 if sum(cs) > 0]
+        unserved = demand - sum(sum(ws) for ws in given)
+        tail = f"; {unserved:g} finds no capacity" if unserved > demand * 1e-9 else ""
+        reasons.append(_reason(
+            code, f"{lead}: {labels[0]} keeps {kept:g} of its {demand:g}; the missing "
+            f"{short:g} spreads by capacity: {', '.join(parts) or 'nothing can take it'}"
+            f"{tail}", demand=demand, kept=kept, missing=short,
+            groups=tuple((label, round(sum(cs), 6), round(sum(ws), 6))
+                         for label, cs, ws in zip(labels, caps, given, strict=True)),
+            unserved=round(max(unserved, 0.0), 6)))
+        cause = f"{labels[0]} short by {short:g}"
+    for c, _ in pairs:
+        if c.state is S.DEGRADED:
+            reasons.append(_reason("weight.scaled", f"{c.pool}/{c.link} capacity {c.weight:g} "
+                                   f"x {dw:g} = {c.weight * dw:g} (degraded)", pool=c.pool,
+                                   link=c.link, weight=c.weight, factor=dw,
+                                   result=c.weight * dw))
+    return _Choice(min(c.tier for c, _ in pairs), tuple(c for c, _ in pairs),
+                   weights=tuple(w for _, w in pairs), cause=cause)
+
+
+def _spill(config: Config, cands: tuple[Candidate, ...], threshold: float, dw: float,
+           where: Place | None, reasons: list[Reason]) -> _Choice | None:
+    """spill: capacity (docstring, step 6); None: the first tier serves alone, or nothing
+    can serve (steps 2-4 decide)."""
+    totals: dict[int, float] = {}
+    healthy: dict[int, float] = {}
+    for c in cands:
+        totals[c.tier] = totals.get(c.tier, 0.0) + c.weight
+        healthy[c.tier] = healthy.get(c.tier, 0.0) + (c.weight if c.live else 0.0)
+    tiers = sorted(totals)
+    first = next((t for t in tiers if totals[t] > 0), None)
+    if first is None or healthy[first] / totals[first] >= threshold:
+        return None
+    cap = healthy[first] / totals[first]
+    lead = f"tier {first} healthy capacity {_pct(cap)} < threshold {_pct(threshold)}"
+    members = [c for c in cands if c.tier == first]
+    local: list[Reason] = []
+    split = _split_nearest(config, members, where, local) if where is not None else None
+    if split is not None:
+        head, rest, site = split
+        groups, labels = [_live(head), _live(rest)], [f"site {site}",
+                                                      f"the other sites of tier {first}"]
+        demand = sum(c.weight for c in head)
+    else:
+        groups, labels, demand = [_live(members)], [f"tier {first}"], totals[first]
+    for t in tiers:
+        if t > first:
+            groups.append(_live([c for c in cands if c.tier == t]))
+            labels.append(f"tier {t}")
+    choice = _share(groups, labels, demand, dw, lead, "spill.capacity", local)
+    if choice is not None:
+        reasons.extend(local)
+    return choice
+
+
+def _nearest(config: Config, cands: tuple[Candidate, ...], choice: _Choice, dw: float,
+             where: Place, reasons: list[Reason]) -> _Choice:
+    """routing: nearest inside the tier that serves (docstring, step 7)."""
+    members = [c for c in cands if c.tier == choice.tier]
+    local: list[Reason] = []
+    split = _split_nearest(config, members, where, local)
+    if split is None:
+        return choice
+    head, rest, site = split
+    shared = _share([_live(head), _live(rest)], [f"site {site}", "the other sites"],
+                    sum(c.weight for c in head), dw, f"nearest site {site} falls short",
+                    "nearest.spill", local)
+    if shared is None:
+        return choice
+    reasons.extend(local)
+    return shared
 
 
 _STEADY: dict[int, Reason] = {}
@@ -383,21 +699,24 @@ def _config_identity(config: Config) -> str:
     so it is stable across processes of one Python version; a repr of the dataclasses took
     seconds at 500,000 policy rules. A new config field the planner reads must be added here.
     """
-    links = tuple((lk.name, lk.priority, lk.weight, lk.answers_v4, lk.answers_v6)
+    links = tuple((lk.name, lk.priority, lk.weight, lk.answers_v4, lk.answers_v6, lk.site)
                   for lk in config.links)
     services = tuple(
         (svc.name, svc.zone, svc.ttl, svc.failover_ttl, svc.max_answers,
-         svc.failover_threshold,
-         tuple((p.name, p.tier, p.all_down, p.fallback,
-                tuple((ep.link, ep.weight, ep.addresses, ep.cname) for ep in p.endpoints))
+         svc.failover_threshold, svc.spill, svc.routing,
+         tuple((p.name, p.tier, p.all_down, p.fallback, p.min_healthy,
+                tuple((ep.link, ep.weight, ep.addresses, ep.cname, ep.site)
+                      for ep in p.endpoints))
                for p in svc.pools),
          rules(config, svc))
         for svc in config.services)
+    sites, segments = _places(config)
     buf = io.BytesIO()
     pickler = pickle.Pickler(buf, protocol=5)
     pickler.fast = True
     pickler.dump((config.source, links, services, repr(config.guard),
-                  config.health.degraded_weight))
+                  config.health.degraded_weight, tuple(sites.items()),
+                  tuple(segments.items())))
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
@@ -426,14 +745,24 @@ def inputs_digest(config: Config, snapshot: HealthSnapshot) -> str:
 
 
 def plan(config: Config, snapshot: HealthSnapshot, *, version: int, now: float) -> Plan:
-    """The plan for ``config`` under ``snapshot``. Pure: same inputs, same plan."""
+    """The plan for ``config`` under ``snapshot``. Pure: same inputs, same plan.
+
+    The cyclic GC is paused meanwhile: every object made is acyclic, and with a large
+    plan alive its collections took a large share of the time (as in ``incremental``)."""
     answers: dict[AnswerKey, AnswerSet] = {}
-    for svc in config.services:
-        for segment, pools in rules(config, svc):
-            answers[(svc.name, segment)] = answer_set(config, svc, segment, pools, snapshot)
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        for svc in config.services:
+            for segment, pools in rules(config, svc):
+                answers[(svc.name, segment)] = answer_set(config, svc, segment, pools,
+                                                          snapshot)
+    finally:
+        if paused:
+            gc.enable()
     return Plan(version=version, created_at=now, inputs_digest=inputs_digest(config, snapshot),
                 answers=MappingProxyType(answers))
 
 
 __all__ = ["Candidate", "answer_set", "candidates", "config_identity", "inputs_digest", "plan",
-           "plan_key_order", "rules", "static_candidates"]
+           "plan_key_order", "rules", "segment_location", "static_candidates"]

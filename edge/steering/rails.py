@@ -28,6 +28,7 @@ from types import MappingProxyType
 from edge.config.schema import GuardSettings
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import AnswerKey, AnswerSet, Plan, Reason, RRType, WeightedAnswer
+from edge.steering.incremental import Overlay, group_delta, layers, with_segment
 
 _EPS = 1e-9
 
@@ -92,39 +93,90 @@ def _links(aset: AnswerSet | None) -> set[str]:
     return {a.link for a in aset.answers} if aset is not None else set()
 
 
+def _shape_one(key: AnswerKey, prev: AnswerSet | None, new: AnswerSet,
+               snapshot: HealthSnapshot, settings: GuardSettings, frozen: frozenset[str],
+               before: Mapping[str, HealthState] | None) -> AnswerSet:
+    """The answer set to apply for ``key`` (module docstring, steps 1-3)."""
+    if prev is new and key[0] not in frozen:
+        return new  # kept as it was (an incremental plan shares it): nothing to shape
+    if prev is None:
+        return new
+    if key[0] in frozen:
+        return replace(prev, reasons=(*prev.reasons, _reason(
+            "guard.frozen", f"service {key[0]} is frozen by an operator: answers "
+            "kept", service=key[0])))
+    if prev.answers and (links := _links(prev) | _links(new)) and all(
+            snapshot.link_state(lk) is HealthState.UNKNOWN for lk in links) and any(
+            (before or {}).get(lk, HealthState.UNKNOWN) is not HealthState.UNKNOWN
+            for lk in links):
+        if prev.content() != new.content():
+            return replace(prev, reasons=(*prev.reasons, _reason(
+                "guard.last_known_good", "no health data for any of its links: "
+                "last known good answers kept", links=tuple(sorted(links)))))
+        return new
+    if settings.max_shift < 1.0:
+        return _ramp(prev, new, snapshot, settings.max_shift)
+    return new
+
+
 def shape(previous: Plan | None, proposed: Plan, snapshot: HealthSnapshot,
           settings: GuardSettings, *, frozen: frozenset[str] = frozenset(),
-          before: Mapping[str, HealthState] | None = None) -> Plan:
-    """The plan to apply after ``previous`` (module docstring)."""
+          before: Mapping[str, HealthState] | None = None, walk_all: bool = False) -> Plan:
+    """The plan to apply after ``previous`` (module docstring).
+
+    Only the keys whose answer set is not the very object it was in ``previous`` (and the
+    frozen services' keys) can be shaped. When both plans come from one incremental
+    planner those are known without a walk (``incremental.group_delta``: the groups the
+    link changes since ``previous`` touched, and the keys replaced in either plan), and
+    the result is the proposal with the shaped sets laid over it (an ``Overlay``);
+    otherwise, or with ``walk_all``, every key is visited. Both give equal plans (a
+    property test holds them to it).
+    """
     if previous is None:
         return proposed
-    out: dict[AnswerKey, AnswerSet] = {}
-    changed = False
-    for key, new in proposed.answers.items():
-        prev = previous.answers.get(key)
-        shaped = new
-        if prev is new and key[0] not in frozen:
-            pass  # kept as it was (an incremental plan shares it): nothing to shape
-        elif prev is not None:
-            if key[0] in frozen:
-                shaped = replace(prev, reasons=(*prev.reasons, _reason(
-                    "guard.frozen", f"service {key[0]} is frozen by an operator: answers "
-                    "kept", service=key[0])))
-            elif prev.answers and (links := _links(prev) | _links(new)) and all(
-                    snapshot.link_state(lk) is HealthState.UNKNOWN for lk in links) and any(
-                    (before or {}).get(lk, HealthState.UNKNOWN) is not HealthState.UNKNOWN
-                    for lk in links):
-                if prev.content() != new.content():
-                    shaped = replace(prev, reasons=(*prev.reasons, _reason(
-                        "guard.last_known_good", "no health data for any of its links: "
-                        "last known good answers kept", links=tuple(sorted(links)))))
-            elif settings.max_shift < 1.0:
-                shaped = _ramp(prev, new, snapshot, settings.max_shift)
-        changed |= shaped is not new
-        out[key] = shaped
-    if not changed:
+    delta = None if walk_all else group_delta(previous.answers, proposed.answers)
+    parts = layers(proposed.answers)
+    if delta is None or parts is None:
+        out: dict[AnswerKey, AnswerSet] = {}
+        changed = False
+        for key, new in proposed.answers.items():
+            shaped = _shape_one(key, previous.answers.get(key), new, snapshot, settings,
+                                frozen, before)
+            changed |= shaped is not new
+            out[key] = shaped
+        if not changed:
+            return proposed
+        return replace(proposed, answers=MappingProxyType(out))
+    base, over = parts
+    where, was, now, groups, loose = delta
+    todo = set(loose)  # one by one: replaced in either plan, or frozen
+    for service in frozen:
+        todo.update(where.service_keys(service))
+    shaped_sets: dict[AnswerKey, AnswerSet] = {}
+    for gi in groups:
+        # the group's other keys are copies of its answer set on both sides, and shaping
+        # reads a key only for its service: shape the group once, copy for each segment
+        keys = where.group_keys(gi)
+        if not keys or keys[0][0] in frozen:
+            continue
+        shaped = _shape_one(keys[0], was[gi], now[gi], snapshot, settings, frozen, before)
+        if shaped is now[gi]:
+            continue
+        for key in keys:
+            if key not in todo:
+                shaped_sets[key] = (shaped if shaped.segment == key[1]
+                                    else with_segment(shaped, key[1]))
+    for key in todo:
+        proposal = proposed.answers.get(key)
+        if proposal is None:
+            continue
+        shaped = _shape_one(key, previous.answers.get(key), proposal, snapshot, settings,
+                            frozen, before)
+        if shaped is not proposal:
+            shaped_sets[key] = shaped
+    if not shaped_sets:
         return proposed
-    return replace(proposed, answers=MappingProxyType(out))
+    return replace(proposed, answers=Overlay(base, {**over, **shaped_sets}))
 
 
 def demoted(before: Mapping[str, HealthState], after: Mapping[str, HealthState]) -> set[str]:
