@@ -34,14 +34,7 @@ from redis.exceptions import RedisError
 from dns_backends.base import ApplyResult, BackendError
 from edge.leader import LeaderElector, NotLeader, StaleToken
 from edge.leader import keys as leader_keys
-from edge.plan import (
-    Announcement,
-    AnswerSet,
-    Plan,
-    PlanDiff,
-    Reason,
-    WeightedAnswer,
-)
+from edge.plan import Plan, PlanDiff
 from edge.steering.explain import explain_diff
 from probes.bus.redis_streams import RedisClient
 
@@ -299,38 +292,3 @@ class HistoryBackend:
 
     async def aclose(self) -> None:
         return None
-
-
-# --- Plan from its JSON form (to_json) ----------------------------------------------------
-
-
-def _reason(d: Mapping[str, Any]) -> Reason:
-    return Reason(d["code"], d["detail"], MappingProxyType(dict(d.get("inputs") or {})))
-
-
-def _answer_set(d: Mapping[str, Any]) -> AnswerSet:
-    return AnswerSet(
-        service=d["service"], segment=d["segment"], ttl=int(d["ttl"]), tier=int(d["tier"]),
-        answers=tuple(WeightedAnswer(a["rrtype"], a["value"], float(a["weight"]), a["link"],
-                                     a["pool"], int(a["tier"])) for a in d["answers"]),
-        reasons=tuple(_reason(r) for r in d.get("reasons", ())),
-        failing_over=bool(d.get("failing_over", False)),
-        fail_open=bool(d.get("fail_open", False)),
-        max_answers=int(d.get("max_answers", 0)))
-
-
-def _announcement(d: Mapping[str, Any]) -> Announcement:
-    return Announcement(
-        prefix=d["prefix"], session=d["session"], action=d["action"], med=d.get("med"),
-        prepend=int(d.get("prepend", 0)), communities=tuple(d.get("communities", ())),
-        large_communities=tuple(d.get("large_communities", ())),
-        reasons=tuple(_reason(r) for r in d.get("reasons", ())), tier=int(d.get("tier", 0)))
-
-
-def plan_from_json(d: Mapping[str, Any]) -> Plan:
-    """The inverse of ``Plan.to_json`` (same substance and checksum)."""
-    answers = {(a.service, a.segment): a for a in map(_answer_set, d.get("answers", ()))}
-    routes = {(r.prefix, r.session): r for r in map(_announcement, d.get("announcements", ()))}
-    return Plan(version=int(d["version"]), created_at=float(d["created_at"]),
-                inputs_digest=str(d.get("inputs_digest", "")),
-                answers=MappingProxyType(answers), announcements=MappingProxyType(routes))

@@ -201,3 +201,46 @@ class Plan:
         } | ({"announcements": [self.announcements[k].to_json()
                                 for k in sorted(self.announcements)]}
              if self.announcements else {})
+
+
+# --- a plan from its JSON form (Plan.to_json) ----------------------------------------------
+
+
+def _reason_from_json(d: Mapping[str, Any]) -> Reason:
+    return Reason(str(d["code"]), str(d["detail"]), MappingProxyType(dict(d.get("inputs") or {})))
+
+
+def answer_set_from_json(d: Mapping[str, Any]) -> AnswerSet:
+    """The inverse of ``AnswerSet.to_json``."""
+    return AnswerSet(
+        service=str(d["service"]), segment=str(d["segment"]), ttl=int(d["ttl"]),
+        tier=int(d["tier"]),
+        answers=tuple(WeightedAnswer(a["rrtype"], str(a["value"]), float(a["weight"]),
+                                     str(a["link"]), str(a["pool"]), int(a["tier"]))
+                      for a in d["answers"]),
+        reasons=tuple(_reason_from_json(r) for r in d.get("reasons", ())),
+        failing_over=bool(d.get("failing_over", False)),
+        fail_open=bool(d.get("fail_open", False)),
+        max_answers=int(d.get("max_answers", 0)))
+
+
+def _announcement_from_json(d: Mapping[str, Any]) -> Announcement:
+    return Announcement(
+        prefix=str(d["prefix"]), session=str(d["session"]), action=d["action"],
+        med=d.get("med"), prepend=int(d.get("prepend", 0)),
+        communities=tuple(d.get("communities", ())),
+        large_communities=tuple(d.get("large_communities", ())),
+        reasons=tuple(_reason_from_json(r) for r in d.get("reasons", ())),
+        tier=int(d.get("tier", 0)))
+
+
+def plan_from_json(d: Mapping[str, Any]) -> Plan:
+    """The inverse of ``Plan.to_json``: same substance, so the same checksum (which is
+    recomputed, never read from the input). Raises KeyError, TypeError or ValueError on
+    input that is not a plan."""
+    answers = {(a.service, a.segment): a for a in map(answer_set_from_json, d["answers"])}
+    routes = {(r.prefix, r.session): r
+              for r in map(_announcement_from_json, d.get("announcements", ()))}
+    return Plan(version=int(d["version"]), created_at=float(d["created_at"]),
+                inputs_digest=str(d.get("inputs_digest", "")),
+                answers=MappingProxyType(answers), announcements=MappingProxyType(routes))

@@ -43,9 +43,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from edge import history
-from edge.plan import Plan
-from edge.steering.statefile import ENGINE_FILE, FORMAT, StateFileError, plan_from_json, read_json
+from edge.plan import Plan, plan_from_json
+from edge.steering.statefile import ENGINE_FILE, FORMAT, StateFileError, read_json
 from probes.bus.redis_streams import RedisClient
 
 log = logging.getLogger("edgesteer.planfeed")
@@ -260,7 +259,7 @@ async def newest_record(client: RedisClient, key: str) -> tuple[str | None, Plan
     try:
         if body is None:
             raise KeyError("plan")
-        return entry_id, history.plan_from_json(json.loads(body))
+        return entry_id, plan_from_json(json.loads(body))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FeedError(f"plan record {entry_id} unreadable: {exc!r}", entry_id) from None
 

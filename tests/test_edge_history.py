@@ -18,9 +18,9 @@ from edge.commands import rollback as rollback_cmd
 from edge.commands.rollback import RollbackRefused, rollback
 from edge.config.loader import parse_config
 from edge.health.state import HealthState
-from edge.history import PolicyWarehouse, plan_from_json
+from edge.history import PolicyWarehouse
 from edge.leader import LeaderElector, StaleToken
-from edge.plan import Plan
+from edge.plan import Plan, plan_from_json
 from edge.steering.planner import plan as make_plan
 from probes.bus.redis_streams import RedisClient, RedisSettings, connect
 from tests.builders import snapshot

@@ -16,9 +16,8 @@ from edge.commands.steer import SteerRuntime
 from edge.config.loader import parse_config
 from edge.config.schema import Config
 from edge.health.state import HealthState
-from edge.history import plan_from_json
 from edge.leader import Fence, FencedBackend, LeaderElector, NotLeader, StaleToken
-from edge.plan import Plan
+from edge.plan import Plan, plan_from_json
 from probes.bus.redis_streams import RedisSettings, RedisStreamsBus, connect
 from probes.measurement import PathKey
 from tests.builders import measurement

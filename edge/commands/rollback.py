@@ -25,8 +25,8 @@ from edge.commands.history import load_redis_config
 from edge.config.loader import ConfigInvalid, parse_config
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState, LinkHealth
-from edge.history import PolicyWarehouse, default_author, plan_from_json
-from edge.plan import Plan
+from edge.history import PolicyWarehouse, default_author
+from edge.plan import Plan, plan_from_json
 from edge.steering.explain import explain_diff
 from edge.steering.guard import UnsafePlan, guard
 from edge.steering.planner import plan as make_plan

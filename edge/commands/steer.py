@@ -34,8 +34,9 @@ from edge.commands.common import add_config_arg, config_arg
 from edge.config.loader import ConfigInvalid, parse_config
 from edge.config.schema import Config
 from edge.health.tracker import Transition
-from edge.history import HistoryBackend, PolicyWarehouse, digest, plan_from_json
+from edge.history import HistoryBackend, PolicyWarehouse, digest
 from edge.leader import FencedBackend, LeaderElector
+from edge.plan import plan_from_json
 from edge.runtime import Engine, PlanEvent
 from edge.steering.explain import explain_diff
 from probes.bus import MeasurementBus

@@ -5,7 +5,15 @@ Nothing here recomputes a decision: if a reason is missing, the planner must add
 
 from __future__ import annotations
 
-from edge.plan import AnswerChange, AnswerSet, Plan, PlanDiff, WeightedAnswer
+from edge.plan import (
+    Announcement,
+    AnnouncementChange,
+    AnswerChange,
+    AnswerSet,
+    Plan,
+    PlanDiff,
+    WeightedAnswer,
+)
 
 
 def _header(a: AnswerSet) -> str:
@@ -74,7 +82,30 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
+def _route(a: Announcement | None) -> str:
+    if a is None:
+        return "nothing"
+    if a.action == "withdraw":
+        return "withdrawn"
+    attrs = [f"med {a.med}"] if a.med is not None else []
+    if a.prepend:
+        attrs.append(f"prepend {a.prepend}")
+    attrs += [f"community {c}" for c in a.communities + a.large_communities]
+    return "announced" + (f" ({', '.join(attrs)})" if attrs else "")
+
+
+def _route_change(c: AnnouncementChange) -> str:
+    prefix, session = c.key
+    lines = [f"~ route {prefix} via {session}: {_route(c.before)} -> {_route(c.after)}"]
+    if c.after is not None and c.after.reasons:
+        lines.append("    why:")
+        lines += [f"      - [{r.code}] {r.detail}" for r in c.after.reasons]
+    return "\n".join(lines)
+
+
 def explain_diff(diff: PlanDiff) -> str:
+    """The changes of ``diff``, answer sets first, then anycast announcements."""
     if not diff:
         return "no changes"
-    return "\n".join(_change(c) for c in diff.changes)
+    return "\n".join([*(_change(c) for c in diff.changes),
+                      *(_route_change(c) for c in diff.announcement_changes)])

@@ -49,8 +49,16 @@ def check_frozen(previous: Plan | None, proposed: Plan, settings: GuardSettings,
         return
     if diff:
         keys = tuple(c.key for c in diff.changes)
-        raise Frozen(f"guard.freeze is on and {len(keys)} answer set(s) would change "
-                     f"({_keys(keys)}): unfreeze, or apply with --force", keys)
+        what = []
+        if keys:
+            what.append(f"{len(keys)} answer set(s) would change ({_keys(keys)})")
+        routes = diff.announcement_changes
+        if routes:
+            shown = ", ".join(f"{p} via {s}" for (p, s) in (c.key for c in routes[:5]))
+            more = f" and {len(routes) - 5} more" if len(routes) > 5 else ""
+            what.append(f"{len(routes)} route(s) would change ({shown}{more})")
+        raise Frozen(f"guard.freeze is on and {' and '.join(what)}: unfreeze, or apply "
+                     "with --force", keys)
 
 
 def check_empty(previous: Plan | None, proposed: Plan, settings: GuardSettings,

@@ -24,7 +24,7 @@ from typing import Any
 
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState
-from edge.plan import AnswerSet, Plan, Reason, WeightedAnswer
+from edge.plan import Plan, plan_from_json
 
 log = logging.getLogger(__name__)
 
@@ -75,38 +75,6 @@ def read_json(path: Path) -> Any | None:
         return json.loads(text)
     except ValueError as exc:
         raise StateFileError(f"{path}: not JSON: {exc}") from None
-
-
-# --- plans as JSON ------------------------------------------------------------------------
-
-
-def _answer(obj: Mapping[str, Any]) -> WeightedAnswer:
-    return WeightedAnswer(rrtype=obj["rrtype"], value=str(obj["value"]),
-                          weight=float(obj["weight"]), link=str(obj["link"]),
-                          pool=str(obj["pool"]), tier=int(obj["tier"]))
-
-
-def answer_set_from_json(obj: Mapping[str, Any]) -> AnswerSet:
-    return AnswerSet(
-        service=str(obj["service"]), segment=str(obj["segment"]), ttl=int(obj["ttl"]),
-        tier=int(obj["tier"]), answers=tuple(_answer(a) for a in obj["answers"]),
-        reasons=tuple(Reason(str(r["code"]), str(r["detail"]),
-                             MappingProxyType(dict(r.get("inputs", {}))))
-                      for r in obj.get("reasons", ())),
-        failing_over=bool(obj.get("failing_over", False)),
-        fail_open=bool(obj.get("fail_open", False)),
-        max_answers=int(obj.get("max_answers", 0)))
-
-
-def plan_from_json(obj: Mapping[str, Any]) -> Plan:
-    """The inverse of ``Plan.to_json`` (the checksum is recomputed, not trusted)."""
-    answers = {}
-    for a in obj["answers"]:
-        aset = answer_set_from_json(a)
-        answers[(aset.service, aset.segment)] = aset
-    return Plan(version=int(obj["version"]), created_at=float(obj["created_at"]),
-                inputs_digest=str(obj.get("inputs_digest", "")),
-                answers=MappingProxyType(answers))
 
 
 # --- the engine's file ----------------------------------------------------------------------
