@@ -92,6 +92,22 @@ class Engine:
         self._changed = asyncio.Event()
         self._dirty_backends: set[str] = set()
         self._saved_version = -1
+        self.plans_applied = 0  # for /metrics (edge.api.engine_metrics)
+        self.plans_refused = 0
+
+    @property
+    def snapshot(self) -> HealthSnapshot:
+        """The health snapshot the next plan is made from."""
+        return self.tracker.snapshot
+
+    @property
+    def backend_names(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self.backends)
+
+    @property
+    def backends_behind(self) -> frozenset[str]:
+        """Backends whose last apply failed (they keep their last state; retried each cycle)."""
+        return frozenset(self._dirty_backends)
 
     @property
     def current(self) -> Plan | None:
@@ -162,11 +178,13 @@ class Engine:
         if out.error is not None:
             log.warning("plan v%d refused by guard, keeping v%d: %s", proposed.version,
                         previous.version if previous else 0, out.error)
+            self.plans_refused += 1
             event = PlanEvent(now, proposed, diff, snapshot, error=out.error)
             self._emit(event)
             return event
         accepted = proposed
         await self._apply(accepted)
+        self.plans_applied += 1  # to every backend (those that failed are retried)
         if diff or previous is None:
             self.steering.commit(accepted)
             self._save(snapshot, now, force=True)

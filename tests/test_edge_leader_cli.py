@@ -12,20 +12,25 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
+
 from edge.history import PolicyWarehouse
 from edge.leader import LeaderElector
 from probes.bus.redis_streams import RedisSettings, connect
+from tests.conftest import free_port
 from tests.servers_redis import RedisServer, redis_server
 from tests.test_edge_leader import LEASE, config_text
 
 __all__ = ["redis_server"]
 
 
-def steer(config: Path, identity: str, log: Path) -> subprocess.Popen[bytes]:
+def steer(config: Path, identity: str, log: Path,
+          metrics_port: int | None = None) -> subprocess.Popen[bytes]:
     out = log.open("wb")
+    extra = ["--metrics", f"127.0.0.1:{metrics_port}"] if metrics_port else []
     try:
         return subprocess.Popen([sys.executable, "-m", "edge", "steer", "--config", str(config),
-                                 "--identity", identity, "--tick", "0.1"],
+                                 "--identity", identity, "--tick", "0.1", *extra],
                                 stdout=out, stderr=subprocess.STDOUT)
     finally:
         out.close()
@@ -47,7 +52,9 @@ async def test_steer_processes_leader_killed_standby_takes_over(
     client = connect(RedisSettings(url=redis_server.url))
     wh = PolicyWarehouse(client, prefix="t")
     probe = LeaderElector(client, prefix="t", identity="observer")
-    procs = {name: steer(cfg, name, tmp_path / f"{name}.log") for name in ("p1", "p2")}
+    ports = {"p1": free_port(), "p2": free_port()}
+    procs = {name: steer(cfg, name, tmp_path / f"{name}.log", ports[name])
+             for name in ("p1", "p2")}
     try:
         await poll(lambda: wh.plans(1), 30)
         first = (await wh.plans(1))[0]
@@ -68,6 +75,13 @@ async def test_steer_processes_leader_killed_standby_takes_over(
         new = records[-1]
         assert new.token > first.token and new.version >= first.version
         assert (await probe.leader()) == (new.token, standby)
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{ports[standby]}/metrics") as resp:
+            metrics = await resp.text()  # the new leader's engine: it applied plans
+        applied = [line for line in metrics.splitlines()
+                   if line.startswith("edgesteer_plans_applied_total ")]
+        assert applied and float(applied[0].split()[1]) >= 1, metrics
+        assert 'edgesteer_link_state{link="cn2",state=' in metrics
         procs[standby].send_signal(signal.SIGTERM)
         assert procs[standby].wait(15) == 0
         assert await probe.leader() is None  # resigned on the way out

@@ -70,6 +70,10 @@ class AnycastApplier:
         return self._drained
 
     @property
+    def speaker_names(self) -> tuple[str, ...]:
+        return tuple(self.speakers)
+
+    @property
     def applied(self) -> Mapping[AnnouncementKey, Announcement]:
         """What the speakers were last told (announce and withdraw entries)."""
         return dict(self._applied)

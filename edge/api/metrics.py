@@ -6,8 +6,12 @@ default registry (or one passed in); this module only serves them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
 
@@ -19,6 +23,23 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
+
+
+class _Default(Collector):
+    """The metrics defined on the default registry (backends, probes), in another registry."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def process_registry(*collectors: Collector) -> CollectorRegistry:
+    """A registry with ``collectors`` and everything on the default registry: one per
+    daemon, so that an in-process test can make several without duplicate names."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Default())
+    for c in collectors:
+        registry.register(c)
+    return registry
 
 
 def metrics_app(registry: CollectorRegistry = REGISTRY) -> web.Application:

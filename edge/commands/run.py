@@ -9,6 +9,11 @@ import signal
 import sys
 from typing import Any
 
+from aiohttp import web
+
+from dns_backends.builtin.metrics import DnsCollector
+from edge.api.engine_metrics import EngineCollector
+from edge.api.metrics import bound_port, process_registry, start_metrics_server
 from edge.commands.common import add_config_arg, load_or_report
 from edge.health.tracker import Transition
 from edge.lab.runner import parse_listen
@@ -28,6 +33,10 @@ def add_parser(sub: Any) -> None:
     add_config_arg(p)
     p.add_argument("--listen", action="append", metavar="HOST:PORT",
                    help="DNS listen address (repeatable; default: dns.listen of CONFIG)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics (link states and figures, plan in force, "
+                   "plans applied/refused, backends behind, DNS counters, anycast routes) "
+                   "and /healthz here")
     p.set_defaults(run=run)
 
 
@@ -65,6 +74,14 @@ def _reload_on_sighup(runtime: NodeRuntime, path: str) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
+async def _start_metrics(runtime: NodeRuntime, at: tuple[str, int]) -> web.AppRunner:
+    registry = process_registry(EngineCollector(runtime.engine, runtime.anycast),
+                                DnsCollector(lambda: [runtime.dns.snapshot()]))
+    runner = await start_metrics_server(*at, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", at[0], bound_port(runner))
+    return runner
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_or_report(args.config, "run")
     if config is None:
@@ -74,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"edgesteer run: {exc}", file=sys.stderr)
         return 2
+    try:
+        metrics_at = parse_listen([args.metrics])[0] if args.metrics else None
+    except ValueError as exc:
+        print(f"edgesteer run: {str(exc).replace('--listen', '--metrics')}", file=sys.stderr)
+        return 2
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)  # a daemon says what it decided and why
 
@@ -81,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
         runtime = NodeRuntime(config, on_plan=_on_plan, on_transition=_on_transition,
                               listen=listen)
         _reload_on_sighup(runtime, args.config)
-        await run_forever(runtime, _stop_on_signal())
+        runner = await _start_metrics(runtime, metrics_at) if metrics_at else None
+        try:
+            await run_forever(runtime, _stop_on_signal())
+        finally:
+            if runner is not None:
+                await runner.cleanup()
 
     try:
         asyncio.run(main())

@@ -29,12 +29,15 @@ from typing import Any, cast
 from redis.exceptions import RedisError
 
 from dns_backends.base import Backend
+from edge.api.engine_metrics import EngineCollector
+from edge.api.metrics import bound_port, process_registry, start_metrics_server
 from edge.buses import BusConfigError, engine_group, make_bus, redis_client
 from edge.commands.common import add_config_arg, config_arg
 from edge.config.loader import ConfigInvalid, parse_config
 from edge.config.schema import Config
 from edge.health.tracker import Transition
 from edge.history import HistoryBackend, PolicyWarehouse, digest
+from edge.lab.runner import parse_listen
 from edge.leader import FencedBackend, LeaderElector
 from edge.plan import plan_from_json
 from edge.runtime import Engine, PlanEvent
@@ -59,6 +62,10 @@ def add_parser(sub: Any) -> None:
                    "(default: the host name; unique per engine)")
     p.add_argument("--tick", type=float, default=1.0, metavar="S",
                    help="seconds between plan cycles when nothing changes (default 1)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus /metrics (link states and figures, plan in force, "
+                   "plans applied/refused, backends behind, backend applies and drift) and "
+                   "/healthz here")
     p.set_defaults(run=run)
 
 
@@ -240,6 +247,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
+    try:
+        metrics_at = parse_listen([args.metrics])[0] if args.metrics else None
+    except ValueError as exc:
+        print(f"edgesteer steer: {str(exc).replace('--listen', '--metrics')}", file=sys.stderr)
+        return 2
     identity = args.identity or socket.gethostname()
     from dns_backends import build_backends
 
@@ -253,7 +265,12 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        runner = None
         try:
+            if metrics_at is not None:
+                runner = await start_metrics_server(
+                    *metrics_at, registry=process_registry(EngineCollector(runtime.engine)))
+                log.info("metrics on http://%s:%d/metrics", metrics_at[0], bound_port(runner))
             await runtime.start()
             waiter = asyncio.ensure_future(stop.wait())
             failure = asyncio.ensure_future(runtime.wait())
@@ -264,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
                 failure.result()
         finally:
             await runtime.aclose()
+            if runner is not None:
+                await runner.cleanup()
 
     try:
         asyncio.run(main())
