@@ -28,6 +28,8 @@ server's message; connection errors, timeouts and 5xx are retried by ``SyncBacke
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import time
@@ -125,6 +127,9 @@ def lua_desired(plan: Plan, services: Sequence[Service], zone: str,
     return out
 
 
+_JSON = {"Content-Type": "application/json"}
+_LET_IT_SEND = 4  # event-loop turns for a request to connect and be sent
+
 # SOA-EDIT-API kinds under which every API edit moves the serial (EPOCH does not: two
 # edits in one second share it; SOA-EDIT / SOA-EDIT-INCREASE depend on SOA-EDIT; an
 # unknown kind such as INCEPTION-INCREMENT, which is a SOA-EDIT kind, moves nothing).
@@ -193,6 +198,7 @@ class PowerDnsStore:
         self._states: dict[str, tuple[int, float, RRsets]] = {}
         self._unread: set[str] = set()  # known() handed out a state: no read since
         self.full_read_s = full_read_s
+        self.full_reads = 0  # full GETs of a zone (the rest of the GETs are cheap)
         self.skipped_reads = 0  # writes that started from ``known`` (serial check only)
 
     @classmethod
@@ -237,6 +243,7 @@ class PowerDnsStore:
         return await self._read_all(target)
 
     async def _read_all(self, target: Target) -> RRsets:
+        self.full_reads += 1
         status, body = await self._call("GET", self._zone_url(target.zone), target)
         if status == 404:
             server_status, _ = await self._call("GET", self.base, target)
@@ -307,19 +314,33 @@ class PowerDnsStore:
 
     async def write(self, target: Target, changes: Sequence[Change], wanted: RRsets) -> None:
         state = self._states.pop(target.zone, None)  # the PATCH moves the serial
+        check: asyncio.Future[tuple[int, object]] | None = None
         if target.zone in self._unread:  # from known(): the serial must still be its own
             self._unread.discard(target.zone)
-            status, info = await self._call("GET", self._zone_url(target.zone) + "?rrsets=false",
-                                            target)
+            check = asyncio.ensure_future(self._call(
+                "GET", self._zone_url(target.zone) + "?rrsets=false", target))
+        try:
+            if check is not None:  # let it go out; the body is built while it is answered
+                for _ in range(_LET_IT_SEND):
+                    await asyncio.sleep(0)
+            rrsets = [_rrset_json(c) for c in changes]
+            body = json.dumps({"rrsets": rrsets}).encode()
+        except BaseException:
+            if check is not None:
+                check.cancel()
+                with contextlib.suppress(BaseException):
+                    await check
+            raise
+        if check is not None:
+            status, info = await check
             if status == 404:
                 raise Unproven  # gone: the full read says what to do
             self._check(status, info, target, "reading the zone's serial")
             if state is None or _serial_proof(info) != state[0]:
                 raise Unproven  # edited since our last full GET: read it first
             self.skipped_reads += 1
-        rrsets = [_rrset_json(c) for c in changes]
         status, reply = await self._call("PATCH", self._zone_url(target.zone), target,
-                                         {"rrsets": rrsets})
+                                         raw=body)
         self._check(status, reply, target, f"PATCH of {len(changes)} RRsets")
         for c, item in zip(changes, rrsets, strict=True):  # what the verifying read should see
             key = (target.zone, item["name"], item["type"])
@@ -355,15 +376,19 @@ class PowerDnsStore:
         self._check(status, reply, target, "creating the zone")
 
     async def _call(self, method: str, url: str, target: Target,
-                    body: object = None) -> tuple[int, object]:
+                    body: object = None, *, raw: bytes | None = None) -> tuple[int, object]:
+        """One request (``body`` as JSON, or ``raw``: JSON already encoded): (status,
+        parsed JSON answer). Connection errors, timeouts and 5xx raise ``Transient``."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers={"X-API-Key": self.api_key},
                 timeout=aiohttp.ClientTimeout(total=self.timeout))
         self.requests[method] = self.requests.get(method, 0) + 1
         try:
-            async with self._session.request(method, url, json=body) as resp:
-                raw = await resp.read()  # JSON is UTF-8 (RFC 8259): no charset guessing
+            request = self._session.request(method, url, json=body) if raw is None else \
+                self._session.request(method, url, data=raw, headers=_JSON)
+            async with request as resp:
+                answer = await resp.read()  # JSON is UTF-8 (RFC 8259): no charset guessing
                 status = resp.status
         except aiohttp.ClientConnectorError as exc:
             raise Transient(f"{method} {url}: cannot connect ({exc.os_error}); server "
@@ -374,11 +399,11 @@ class PowerDnsStore:
             raise Transient(f"{method} {url}: {type(exc).__name__}: {exc}") from None
         if status >= 500:
             raise Transient(f"{method} {url}: HTTP {status}: "
-                            f"{_message(raw.decode(errors='replace'))}")
+                            f"{_message(answer.decode(errors='replace'))}")
         try:
-            return status, json.loads(raw) if raw else None
+            return status, json.loads(answer) if answer else None
         except ValueError:
-            return status, raw.decode(errors="replace")
+            return status, answer.decode(errors="replace")
 
     def _check(self, status: int, body: object, target: Target, what: str) -> None:
         if 200 <= status < 300:

@@ -15,8 +15,9 @@ into a ``Backend``:
   with exponential backoff; anything else fails at once;
 - after a write the target is read back; what is still different is an error;
 - a store that can prove its last verified state when it writes (``known``: RFC 2136's
-  SOA prerequisite) writes from it without reading first; a pass with nothing to write
-  always reads;
+  SOA prerequisite, which the server enforces; PowerDNS's zone serial, which the store
+  checks just before it sends) writes from it without reading first; a pass with nothing
+  to write always reads;
 - one target failing does not stop the others; the ``BackendError`` raised at the end says
   which targets were applied and which were not, so no partial state goes unreported.
 """
@@ -90,9 +91,10 @@ class Store(Protocol):
     async def aclose(self) -> None: ...
 
     # optional: ``known(target) -> RRsets | None``, a state the store's next write proves
-    # by itself (its guard makes the server refuse if the target holds anything else): a
-    # pass that has changes then writes from it without reading first. Its ``write``
-    # raises ``Unproven`` (before sending) when it cannot carry that guard.
+    # by itself (its guard makes the server refuse, or the store's own check just before
+    # sending fails, if the target holds anything else): a pass that has changes then
+    # writes from it without reading first. Its ``write`` raises ``Unproven`` (before
+    # sending) when it cannot carry that guard.
 
 
 @dataclass(frozen=True, slots=True)

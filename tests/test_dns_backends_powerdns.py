@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -235,3 +236,132 @@ async def test_a_primary_zone_is_notified_after_a_write(pdns: Pdns) -> None:
     assert store_of(backend).requests["PUT"] == 1  # PUT .../notify
     assert (await backend.apply(PLAN1)).changed == 0
     assert store_of(backend).requests["PUT"] == 1  # nothing written, nobody notified
+
+
+# Skipping the read before a write: the zone's serial proves our last full GET -----------
+
+PLAN3 = plan(3, {  # PLAN1 with api moved: www is left as PLAN1 wrote it
+    ("www.example.hk", "default"): [("A", "192.0.2.1", 100), ("A", "192.0.2.2", 50),
+                                    ("AAAA", "2001:db8::1", 100)],
+    ("api.example.hk", "default"): [("A", "192.0.2.11", 100)],
+    ("cdn.example.hk", "default"): [("CNAME", "edge.cdn.example.net", 100)],
+})
+
+
+async def zone_info(pdns: Pdns) -> dict[str, object]:
+    async with aiohttp.ClientSession(headers={"X-API-Key": pdns.key}) as s, s.get(
+            f"{pdns.url}/api/v1/servers/localhost/zones/example.hk.?rrsets=false") as r:
+        assert r.status == 200, await r.text()
+        info = await r.json()
+    assert isinstance(info, dict)
+    return info
+
+
+async def test_a_write_after_a_verified_write_checks_only_the_serial(pdns: Pdns) -> None:
+    backend = pdns.backend()
+    store = store_of(backend)
+    await backend.apply(PLAN1)  # creates the zone: full GETs
+    info = await zone_info(pdns)
+    assert info["soa_edit_api"] == "DEFAULT"  # so that every API edit moves the serial
+    serial = info["serial"]
+    assert isinstance(serial, int) and serial > 0
+    reads, gets = store.full_reads, store.requests["GET"]
+    assert (await backend.apply(PLAN2)).changed == 6
+    assert store.skipped_reads == 1
+    assert store.full_reads == reads + 1  # the verify only
+    assert store.requests["GET"] == gets + 2  # ?rrsets=false, then the verify
+    assert (await zone_info(pdns))["serial"] != serial  # our PATCH moved it
+    assert pdns.q("www.example.hk")[1] == {"192.0.2.3"}
+    assert pdns.q("api.example.hk", "CNAME")[1] == {"api.cdn.example.net."}
+    # a pass with nothing to write always reads in full
+    assert (await backend.apply(PLAN2)).changed == 0
+    assert store.full_reads == reads + 2 and store.skipped_reads == 1
+
+
+async def test_an_api_edit_between_applies_is_read_logged_and_put_back(
+        pdns: Pdns, caplog: pytest.LogCaptureFixture) -> None:
+    backend = pdns.backend()
+    store = store_of(backend)
+    await backend.apply(PLAN1)
+    await pdns.patch([{"name": "www.example.hk.", "type": "A", "ttl": 60,
+                       "changetype": "REPLACE",
+                       "records": [{"content": "198.51.100.66", "disabled": False}]}])
+    caplog.set_level(logging.WARNING, "edgesteer.backends")
+    reads = store.full_reads
+    assert (await backend.apply(PLAN3)).changed == 2  # api, and www put back
+    assert store.skipped_reads == 0  # the serial moved: a full read before the PATCH
+    assert store.full_reads == reads + 2
+    assert backend.stats.drift == 1
+    drift = [r.getMessage() for r in caplog.records if "drift" in r.getMessage()]
+    assert len(drift) == 1 and "www.example.hk" in drift[0] and "198.51.100.66" in drift[0]
+    assert pdns.q("www.example.hk")[1] == {"192.0.2.1", "192.0.2.2"}
+    assert pdns.q("api.example.hk")[1] == {"192.0.2.11"}
+
+
+async def test_an_api_edit_of_an_unmanaged_name_also_forces_the_full_read(pdns: Pdns) -> None:
+    backend = pdns.backend()
+    store = store_of(backend)
+    await backend.apply(PLAN1)
+    await pdns.patch([{"name": "other.example.hk.", "type": "TXT", "ttl": 60,
+                       "changetype": "REPLACE",
+                       "records": [{"content": '"hello"', "disabled": False}]}])
+    assert (await backend.apply(PLAN3)).changed == 1
+    assert store.skipped_reads == 0 and backend.stats.drift == 0
+    assert pdns.q("other.example.hk", "TXT")[1] == {'"hello"'}  # not ours: left alone
+
+
+async def test_stale_or_untrusted_serials_fall_back_to_the_full_read(pdns: Pdns) -> None:
+    backend = pdns.backend()
+    store = store_of(backend)
+    await backend.apply(PLAN1)
+    store.full_read_s = 0.0  # the state of the last full GET is too old to be used
+    reads = store.full_reads
+    assert (await backend.apply(PLAN3)).changed == 1
+    assert store.skipped_reads == 0 and store.full_reads == reads + 2
+    store.full_read_s = 300.0
+    # a zone whose API edits do not move the serial (EPOCH: two in one second share it)
+    async with aiohttp.ClientSession(headers={"X-API-Key": pdns.key}) as s, s.put(
+            f"{pdns.url}/api/v1/servers/localhost/zones/example.hk.",
+            json={"soa_edit_api": "EPOCH"}) as r:
+        assert r.status == 204, await r.text()
+    assert (await backend.apply(PLAN1)).changed == 1  # read: the known state was older
+    reads = store.full_reads
+    assert (await backend.apply(PLAN3)).changed == 1
+    assert store.skipped_reads == 0 and store.full_reads == reads + 2
+    assert pdns.q("api.example.hk")[1] == {"192.0.2.11"}
+
+
+async def test_a_zone_deleted_since_the_last_read_is_read_and_created_again(
+        pdns: Pdns) -> None:
+    backend = pdns.backend()
+    store = store_of(backend)
+    await backend.apply(PLAN1)
+    async with aiohttp.ClientSession(headers={"X-API-Key": pdns.key}) as s, s.delete(
+            f"{pdns.url}/api/v1/servers/localhost/zones/example.hk.") as r:
+        assert r.status == 204, await r.text()
+    assert (await backend.apply(PLAN3)).changed == 4  # all of PLAN3, into a new zone
+    assert store.skipped_reads == 0 and store.requests["POST"] == 2
+    assert pdns.q("api.example.hk")[1] == {"192.0.2.11"}
+
+
+async def test_an_edit_that_bypasses_the_api_is_found_by_the_next_pass_with_nothing_to_write(
+        pdns: Pdns, caplog: pytest.LogCaptureFixture) -> None:
+    """pdnsutil writes to the database without moving the serial: the serial cannot prove
+    anything about such edits, which is why a pass with nothing to write always reads."""
+    backend = pdns.backend()
+    await backend.apply(PLAN1)
+    serial = (await zone_info(pdns))["serial"]
+    proc = await asyncio.create_subprocess_exec(
+        "pdnsutil", f"--config-dir={pdns.server.workdir}", "replace-rrset", "example.hk",
+        "www", "A", "60", "198.51.100.77", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    assert (await zone_info(pdns))["serial"] == serial  # as documented: no proof
+    assert pdns.q("www.example.hk")[1] == {"198.51.100.77"}
+    caplog.set_level(logging.WARNING, "edgesteer.backends")
+    assert (await backend.apply(PLAN1)).changed == 1
+    assert backend.stats.drift == 1 and any("198.51.100.77" in r.getMessage()
+                                            for r in caplog.records)
+    assert pdns.q("www.example.hk")[1] == {"192.0.2.1", "192.0.2.2"}
