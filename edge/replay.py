@@ -10,7 +10,9 @@ every ``tick_s`` of trace time staleness is checked and a cycle runs, as in the 
 engine, so a day of trace replays in seconds.
 
 What a recorded trace cannot replay: the faster probing a live agent does while a path
-changes state (the trace has the samples it has).
+is in doubt or changes state (the trace has the samples it has). Windows are built as the
+agent builds them (``probes.cadence.path_window``: a span of ``health.window`` target
+intervals), so the samples a trace does hold are judged as the live agent judged them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edge.health.tracker import HealthTracker
 from edge.plan import AnswerSet, Plan
 from edge.steering.cycle import Steering
 from edge.steering.overrides import Overrides
+from probes.cadence import path_window
 from probes.measurement import Measurement, PathKey, ProbeKind, Sample
 from probes.trace import Record
 from probes.window import Window
@@ -115,6 +118,7 @@ class Replayer:
                                      {lk.name: lk.thresholds for lk in config.links},
                                      clock=lambda: self._now)
         self._windows: dict[PathKey, Window] = {}
+        self._targets = {t.name: t for t in config.targets}
         self._tick_s = tick_s
         self._next_tick: float | None = None
         self._seed = dict(seed or {})
@@ -161,7 +165,10 @@ class Replayer:
     def _measure(self, s: Sample) -> Measurement:
         w = self._windows.get(s.path)
         if w is None:
-            w = self._windows[s.path] = Window(self.config.health.window)
+            spec = self._targets.get(s.path.target)
+            w = self._windows[s.path] = (
+                Window(self.config.health.window) if spec is None else path_window(
+                    spec, self.config.health.window, self.config.health.fast_probe_factor))
         w.add(s)
         kind: ProbeKind = s.kind
         return w.measurement(s.path, kind, s.at)

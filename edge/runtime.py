@@ -257,7 +257,8 @@ class NodeRuntime:
                                       *self.external],
                              on_plan=on_plan, on_transition=self._transition)
         self.agent = Agent(config.node.name, config.targets, link_bindings(config), self.bus,
-                           window=config.health.window)
+                           window=config.health.window,
+                           suspect_factor=config.health.fast_probe_factor)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _transition(self, tr: Transition) -> None:

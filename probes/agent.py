@@ -15,6 +15,21 @@ HTTP probes share one aiohttp ClientSession per link binding, owned here: made o
 use, closed when no path uses the binding any more and when ``run()`` ends. ICMP probes
 share one :class:`IcmpEngine` (one socket per link, all targets' echoes in flight on it),
 closed when ``run()`` ends.
+
+Cadence while in doubt (``suspect_factor``, the engine passes ``health.fast_probe_factor``):
+a path whose window is *mixed*, holding both answered and failed probes, is probed every
+``fast_interval(interval, suspect_factor)`` (200 ms / 4 = 50 ms by default) until the window
+is unanimous again. A unanimous window is not in doubt: a clean path and a dead one both
+probe at their own interval. A mixed one is the start of a blip or of sustained loss, and
+only more samples tell which; probing faster brings them sooner. So that the faster
+samples add evidence rather than push the first lost probe out sooner, the window is then
+a span of ``window`` target intervals, never fewer than ``window`` samples (see
+probes/window.py: a lost probe enters the window only at its timeout, behind the probes
+sent after it). At the target's own cadence that is the same window as before, so the
+health rules (two lost probes, a 10 % band, ``fall`` measurements) keep their meaning; over
+more samples the loss ratio is a better estimate, so a lone loss weighs less, not more.
+The engine's own override (edge.health.cadence) does the same for FALLING and RISING
+paths; the faster of the two applies.
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from probes.bus import MeasurementBus
+from probes.cadence import fast_interval, path_window, window_span
 from probes.kinds import PROBERS, ProbeContext, ProbeFn, make_http_session
 from probes.kinds.icmp_engine import IcmpEngine
 from probes.measurement import PathKey, ProbeKind, Sample
@@ -40,7 +56,6 @@ log = logging.getLogger(__name__)
 
 SampleHook = Callable[[Sample], None]
 
-
 @dataclass(eq=False)
 class _Path:
     key: PathKey
@@ -51,6 +66,7 @@ class _Path:
     ticker: asyncio.Task[None] | None = None
     probes: set[asyncio.Task[None]] = field(default_factory=set)
     last_start: float | None = None
+    mixed: bool = False  # the window holds answered and failed probes (module docstring)
 
     def stop(self) -> list[asyncio.Task[None]]:
         """Cancel the ticker and in-flight probes; return them to be awaited."""
@@ -96,9 +112,13 @@ class Agent:
         on_sample: SampleHook | None = None,
         probers: Mapping[ProbeKind, ProbeFn] = PROBERS,
         icmp: IcmpEngine | None = None,
+        suspect_factor: float = 1.0,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if not suspect_factor >= 1.0:
+            raise ValueError(f"suspect_factor must be >= 1, got {suspect_factor}")
+        self._suspect_factor = suspect_factor
         self._node = node
         self._bus = bus
         self._window_size = window
@@ -138,7 +158,8 @@ class Agent:
                 and old.binding == binding
                 and _probe_identity(old.spec) == _probe_identity(spec)
             )
-            window = old.window if old is not None and same else self._new_window()
+            window = old.window if old is not None and same else self._new_window(spec)
+            window.span_s = window_span(spec, self._window_size, self._suspect_factor)
             if old is not None:
                 self._retire(old)
             path = _Path(key, spec, binding, window)
@@ -159,8 +180,8 @@ class Agent:
         else:
             raise ValueError(f"interval_s must be > 0 or None, got {interval_s}")
         state = self._paths.get(path)
-        if state is not None and state.waker is not None and not state.waker.done():
-            state.waker.set_result(True)
+        if state is not None:
+            _wake_early(state)
 
     async def run(self) -> None:
         """Probe until cancelled; on the way out stop every probe and close the sessions."""
@@ -177,11 +198,15 @@ class Agent:
 
     # internals -------------------------------------------------------------------------
 
-    def _new_window(self) -> Window:
-        return Window(self._window_size, self._max_age_s)
+    def _new_window(self, spec: TargetSpec) -> Window:
+        return path_window(spec, self._window_size, self._suspect_factor, self._max_age_s)
 
     def _interval(self, path: _Path) -> float:
-        return self._overrides.get(path.key, path.spec.interval_s)
+        interval = self._overrides.get(path.key, path.spec.interval_s)
+        if path.mixed:
+            interval = min(interval, fast_interval(path.spec.interval_s,
+                                                   self._suspect_factor))
+        return interval
 
     def _start(self, path: _Path) -> None:
         path.ticker = asyncio.get_running_loop().create_task(
@@ -230,6 +255,11 @@ class Agent:
             except Exception:
                 log.exception("on_sample hook failed for %s", path.key)
         measurement = path.window.measurement(path.key, spec.kind, time.time())
+        mixed = 0 < measurement.received < measurement.sent
+        if mixed != path.mixed:
+            path.mixed = mixed
+            if mixed and self._suspect_factor > 1.0:
+                _wake_early(path)  # pull the next probe in; leaving doubt needs no wake
         try:
             await self._bus.publish(measurement)
         except Exception:
@@ -273,6 +303,12 @@ async def _sleep(path: _Path, due: float) -> bool:
     finally:
         handle.cancel()
         path.waker = None
+
+
+def _wake_early(path: _Path) -> None:
+    """Wake ``path``'s ticker so that it reschedules at its (new) interval."""
+    if path.waker is not None and not path.waker.done():
+        path.waker.set_result(True)
 
 
 def _wake(waker: asyncio.Future[bool]) -> None:

@@ -3,6 +3,19 @@
 The window is bounded by count (``max_samples``) and optionally by age (``max_age_s``,
 compared with ``Sample.at`` against the ``now`` given to :meth:`Window.measurement`).
 
+With ``span_s`` the window is a span of *time* with a floor in count: it holds every sample
+sent within ``span_s`` of ``now``, and never fewer than the newest ``max_samples`` (at most
+``limit`` in all). The agent uses ``span_s = max_samples x interval``: at the target's own
+cadence that is the same ``max_samples`` samples, and when the agent probes faster (a path
+in doubt, see probes/agent.py) the extra samples *add* to the evidence instead of pushing
+older samples out sooner. This matters because a lost probe enters the window only when
+its timeout expires (two intervals by default), after the probes sent behind it: with a
+count window, probing 4 x faster meant that two losses sent 3 intervals apart were more
+than 10 samples apart by the time the second one was known, and never counted together.
+Over a span, two losses count together when they were *sent* within ``span_s``, whatever
+the cadence in between; the loss ratio over more samples is a better estimate, not a
+looser one (2 losses in 40 samples are 5 %, under a 10 % down band).
+
 Statistics, all over the samples still in the window, in the order they were added:
 
 - ``loss`` = (sent - received) / sent; 0.0 for an empty window (check ``sent``).
@@ -36,23 +49,33 @@ _RFC3550_GAIN = 1.0 / 16.0
 
 
 class Window:
-    """The newest ``max_samples`` samples of one path, none older than ``max_age_s``."""
+    """The newest ``max_samples`` samples of one path, none older than ``max_age_s``; with
+    ``span_s``, also every older one sent within ``span_s`` (at most ``limit`` in all)."""
 
-    __slots__ = ("_max_age_s", "_samples")
+    __slots__ = ("_max_age_s", "_max_samples", "_samples", "span_s")
 
-    def __init__(self, max_samples: int, max_age_s: float | None = None) -> None:
+    def __init__(self, max_samples: int, max_age_s: float | None = None, *,
+                 span_s: float | None = None, limit: int | None = None) -> None:
         if max_samples < 1:
             raise ValueError(f"max_samples must be >= 1, got {max_samples}")
         if max_age_s is not None and not max_age_s > 0:
             raise ValueError(f"max_age_s must be > 0 or None, got {max_age_s}")
-        self._samples: deque[Sample] = deque(maxlen=max_samples)
+        if span_s is not None and not span_s > 0:
+            raise ValueError(f"span_s must be > 0 or None, got {span_s}")
+        if limit is not None and limit < max_samples:
+            raise ValueError(f"limit must be >= max_samples ({max_samples}), got {limit}")
+        if span_s is None:
+            limit = max_samples
+        elif limit is None:
+            limit = 8 * max_samples
+        self._samples: deque[Sample] = deque(maxlen=limit)
+        self._max_samples = max_samples
         self._max_age_s = max_age_s
+        self.span_s = span_s  # the agent follows its target's interval with it
 
     @property
     def max_samples(self) -> int:
-        maxlen = self._samples.maxlen
-        assert maxlen is not None
-        return maxlen
+        return self._max_samples
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -102,10 +125,17 @@ class Window:
         )
 
     def _evict(self, now: float) -> None:
+        samples = self._samples
+        if self.span_s is not None:  # oldest first, as added; a late one leaves when first
+            span_start = now - self.span_s
+            while len(samples) > self._max_samples and samples[0].at <= span_start:
+                samples.popleft()
+        else:  # the count bound, also after span_s was set and cleared
+            while len(samples) > self._max_samples:
+                samples.popleft()
         if self._max_age_s is None:
             return
         horizon = now - self._max_age_s
-        samples = self._samples
         while samples and samples[0].at < horizon:
             samples.popleft()
 

@@ -14,6 +14,16 @@ loss, and jitter beyond the link's band, in under 3 s. A silent target (every pr
 dropped, no error) has no bound in the issue; its time is the probe timeout (by default
 2 intervals at 200 ms probing, 0.4 s) plus the fall count, held under 1.5 s here.
 
+Random 20 % loss (each probe lost with p = 0.2, seeded) has no bound that holds for every
+seed: a rule that needs two lost probes (one never flips a decision) cannot beat 3 s when
+the first lost probe is sent late, and with 200 ms probing and 0.4 s timeouts even an
+oracle misses 3 s for about 8 % of seeds. The random case therefore runs seeds whose first
+lost probe is among the first 4 after the onset (the bound is then attainable) and whose
+evidence, counted in probes, needs 15 or more (so 200 ms probing alone takes over 3 s: the
+faster probing of a path in doubt, probes/agent.py, is what makes the bound). The measured
+distribution over all seeds (issue 4, seeds 100..139 end to end here): 37 of 40 under 3 s,
+28 of 40 before the faster probing in doubt; in simulation 87 % (before: 70 %).
+
 Run with ``-s`` to see the measured times.
 """
 
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -32,10 +43,13 @@ import dns.rdatatype
 import pytest
 
 from edge.config.loader import parse_config
-from edge.health.state import HealthState
+from edge.health.machine import step
+from edge.health.state import HealthState, PathHealth
 from edge.health.tracker import Transition
 from edge.lab.responders import DnsResponder, Impairment, ImpairmentTable, TcpResponder
 from edge.runtime import NodeRuntime
+from probes.measurement import PathKey, ProbeError, ProbeKind, Sample
+from probes.window import Window
 from tests.conftest import free_port
 
 CN2, PCCW = "203.0.113.10", "198.51.100.20"
@@ -202,3 +216,57 @@ async def test_jitter_beyond_the_links_band_changes_the_answer_within_3s() -> No
                         3.0, "jitter beyond the link's band")
         down = [tr for _, tr in lab.transitions if tr.new is HealthState.DOWN]
         assert down and all("jitter" in tr.reason and "rtt" not in tr.reason for tr in down)
+
+
+# --- random loss ------------------------------------------------------------------------
+
+LOSS_SEEDS = (14, 21, 30, 37, 41)
+
+
+def _loss_pattern(seed: int, n: int) -> list[bool]:
+    """Which of the first ``n`` probes after the onset an ``ImpairmentTable(seed=seed)``
+    drops at 20 % loss: Impairment(loss=0.2).sample draws once per packet, and the cn2
+    responder's table draws for nothing else (no impairment before the onset)."""
+    rng = random.Random(seed)
+    return [rng.random() < 0.2 for _ in range(n)]
+
+
+def _evidence_probe(lost: list[bool]) -> int:
+    """The probe (1-based, after the onset) whose result takes the path DOWN when probes
+    come one by one at a steady cadence: the window and machine, with the defaults."""
+    config = parse_config(CONFIG.format(kind="dns", port1=53, port2=53, cn2=CN2, pccw=PCCW,
+                                        cn2_source=CN2_SOURCE, bands=""))
+    hs, key = config.health, PathKey("hk-1", "cn2", "pop-cn2")
+    w, prev = Window(hs.window), None
+    for i, is_lost in enumerate([False] * hs.window + lost):
+        at = i * 0.2
+        w.add(Sample(key, ProbeKind.DNS, at, False, None, error=ProbeError("timeout", "x"))
+              if is_lost else Sample(key, ProbeKind.DNS, at, True, 0.001))
+        ph: PathHealth
+        ph, _ = step(prev, w.measurement(key, ProbeKind.DNS, at), hs.thresholds, hs)
+        prev = ph
+        if ph.state is HealthState.DOWN:
+            return i + 1 - hs.window
+    raise AssertionError("no evidence in the pattern")
+
+
+async def test_random_20_percent_loss_changes_the_answer_within_3s() -> None:
+    """Five seeds at once, each its own runtime, responders and DNS port."""
+    for seed in LOSS_SEEDS:
+        lost = _loss_pattern(seed, 80)
+        assert lost.index(True) < 4, seed                   # the first loss is early
+        assert _evidence_probe(lost) >= 15, seed            # 200 ms probing alone: > 3 s
+
+    async def one(seed: int) -> float:
+        table = ImpairmentTable(seed=seed)
+        async with _lab("dns", table) as lab:
+            took = await _failover(lab, lambda: table.set(CN2_SOURCE, Impairment(loss=0.2)),
+                                   3.0, f"random 20% loss, seed {seed}")
+            assert any("loss" in tr.reason for _, tr in lab.transitions
+                       if tr.new is HealthState.DOWN)
+            return took
+
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(one(seed)) for seed in LOSS_SEEDS]
+    print("\nrandom 20% loss:", ", ".join(f"seed {s} {t.result():.2f} s"
+                                        for s, t in zip(LOSS_SEEDS, tasks, strict=True)))

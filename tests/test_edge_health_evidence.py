@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edge.health.machine import Grade, classify, rtt_support, step
 from edge.health.state import HealthState, PathHealth
 from probes.measurement import Measurement, PathKey, ProbeError, ProbeKind, Sample
@@ -106,3 +110,59 @@ def test_warm_up_is_capped_by_the_window() -> None:
     hs = health(window=2)
     p, _ = step(None, measurement(1.0, sent=2), THRESHOLDS, hs)
     assert p.state is S.UP
+
+
+# --- a window spanning time: faster probing adds evidence (probes/window.py) ---------------
+
+
+def _doubtful_path(window: Window) -> list[HealthState]:
+    """Clean at 200 ms, then two probes lost 0.6 s apart *sent*, with the agent probing
+    every 50 ms from the moment the first loss is known (its 0.4 s timeout): samples are
+    added in completion order, so each lost one lands 8 fast samples late."""
+    hs = health(window=10)
+    sends: list[tuple[float, bool]] = [(i * 0.2, True) for i in range(20)]   # up to 3.8 s
+    sends += [(4.0, False), (4.2, True)]                    # lost at 4.0, known at 4.4
+    sends += [(4.4 + k * 0.05, k != 4) for k in range(30)]  # lost at 4.6, known at 5.0
+    done = sorted((at + (0.4 if not ok else 0.001), at, ok) for at, ok in sends)
+    prev: PathHealth | None = None
+    states = []
+    for now, at, ok in done:
+        window.add(_sample(at, 40.0 if ok else None))
+        prev, _ = step(prev, window.measurement(KEY, ProbeKind.TCP, now), THRESHOLDS, hs)
+        states.append(prev.state)
+    return states
+
+
+def test_two_losses_sent_within_the_span_count_together_whatever_the_cadence() -> None:
+    assert S.DOWN in _doubtful_path(Window(10, span_s=2.0))
+    # control: a count window forgets the first loss before the second is known
+    assert S.DOWN not in _doubtful_path(Window(10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(0.05, 2.0), st.integers(1, 40),
+       st.lists(st.tuples(st.booleans(), st.floats(0.0, 0.24)), min_size=1, max_size=60))
+def test_a_span_window_at_the_targets_cadence_is_the_count_window(
+        interval: float, n: int, probes: list[tuple[bool, float]]) -> None:
+    """At the target's own interval (replies within a quarter of it) the span of n
+    intervals holds exactly the newest n samples: the health rules keep their meaning."""
+    count, span = Window(n), Window(n, span_s=n * interval)
+    for i, (ok, rtt_share) in enumerate(probes):
+        at = 1000.0 + i * interval
+        s = _sample(at, 40.0 if ok else None)
+        now = at + rtt_share * interval + 1e-6
+        count.add(s)
+        span.add(s)
+        assert span.measurement(KEY, ProbeKind.TCP, now) == count.measurement(
+            KEY, ProbeKind.TCP, now)
+
+
+def test_a_span_window_is_bounded() -> None:
+    w = Window(10, span_s=100.0, limit=25)
+    for i in range(100):
+        w.add(_sample(float(i) * 0.01, 40.0))
+    assert w.measurement(KEY, ProbeKind.TCP, 1.0).sent == 25
+    with pytest.raises(ValueError, match="limit"):
+        Window(10, span_s=1.0, limit=5)
+    with pytest.raises(ValueError, match="span_s"):
+        Window(10, span_s=0.0)

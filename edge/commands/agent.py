@@ -82,7 +82,8 @@ class AgentDaemon:
         self._failing: dict[PathKey, str] = {}
         self.bus = _MetricsBus(bus, self.metrics)
         self.agent = Agent(config.node.name, config.targets, link_bindings(config), self.bus,
-                           window=config.health.window, on_sample=self._on_sample)
+                           window=config.health.window, on_sample=self._on_sample,
+                           suspect_factor=config.health.fast_probe_factor)
 
     def reload(self) -> bool:
         """Re-read the config file; True when applied, False when refused (logged)."""

@@ -144,8 +144,10 @@ HEALTH = _section("health", "How measurements turn into link states.", {
                          "seconds a link whose paths all went stale keeps its last state",
                          default=d.HEALTH_STALE_GRACE_S),
     "fast_probe_factor": Field(Scalar("number", minimum=1),
-                               "probe a path this many times faster while it is falling or "
-                               "rising (1 = never faster)", default=d.HEALTH_FAST_PROBE_FACTOR),
+                               "probe a path this many times faster (not below 50 ms) while "
+                               "it is falling or rising, or its window holds both answered and "
+                               "lost probes (1 = never faster)",
+                               default=d.HEALTH_FAST_PROBE_FACTOR),
     "damping": Field(DAMPING, "flap damping of link states (BGP-style)"),
 })
 
