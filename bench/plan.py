@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import statistics
 import sys
@@ -122,6 +123,7 @@ def cycles(config: Config, changes: int, *, walk_all: bool) -> tuple[list[float]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load = os.getloadavg()[0]  # the figures mean little without it on a shared machine
     t = time.perf_counter()
     config = build(args.services, args.segments, args.links)
     build_s = time.perf_counter() - t
@@ -201,6 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cycle_answer_sets_changed_median": statistics.median(cycle[1]),
         "cycle_walk_all_ms_median": (round(statistics.median(cycle_full[0]) * 1000, 1)
                                      if cycle_full else None),
+        "load_average_1m_before": round(load, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
     }
 
 

@@ -14,6 +14,9 @@ to that), faster:
 * the cyclic garbage collector is paused while a plan is built (every object made is
   acyclic; with a large plan alive its full collections dominated the time);
 * the config's identity digest (the expensive part of ``inputs_digest``) is computed once.
+* a :class:`~edge.steering.planner.PlanMemo` per plan call shares a tier's verdict and
+  answers between the groups of a service that meet the same candidates (its rules list
+  the same pools in other orders or subsets).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from edge.config.schema import Config, Service
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import AnswerChange, AnswerKey, AnswerSet, Plan, PlanDiff
 from edge.steering.planner import (
+    PlanMemo,
+    PoolPart,
     Static,
     answer_set,
     config_identity,
@@ -261,7 +266,7 @@ class IncrementalPlanner:
                     tuple(dict.fromkeys(map(_SECOND, rl))))
             segments, first, order = layout
             by_pools: dict[tuple[str, ...], int] = {}
-            memo: dict[str, Static] = {}
+            memo: dict[str, PoolPart] = {}
             for key in order:
                 gi = by_pools[key] = len(groups)
                 pools = key[:-1] if nearest else key
@@ -279,25 +284,24 @@ class IncrementalPlanner:
 
     @staticmethod
     def _group(config: Config, svc: Service, pools: tuple[str, ...], segment: str,
-               memo: dict[str, Static]) -> _Group:
+               memo: dict[str, PoolPart]) -> _Group:
         static = static_candidates(config, svc, pools, memo=memo)
-        links = {c[1] for c in static}
-        lead = next((p for p in svc.pools if p.name == pools[0]), None) if pools else None
+        links = static.links
+        lead = static.lead
         if lead is not None and lead.all_down == "fallback" and lead.fallback:
             # the fallback pool's health scales its weights: it is an input too
-            links |= {c[1] for c in static_candidates(config, svc, (lead.fallback,),
-                                                              memo=memo)}
-        return _Group(svc, pools, segment, frozenset(links), static)
+            links = links | static_candidates(config, svc, (lead.fallback,), memo=memo).links
+        return _Group(svc, pools, segment, links, static)
 
     def _digest(self, snapshot: HealthSnapshot) -> str:
         body = {"config": self._identity, "snapshot": snapshot.version,
                 "links": sorted((name, str(lh.state)) for name, lh in snapshot.links.items())}
         return hashlib.sha256(json.dumps(body).encode()).hexdigest()[:16]
 
-    def _compute(self, gi: int, snapshot: HealthSnapshot) -> AnswerSet:
+    def _compute(self, gi: int, snapshot: HealthSnapshot, memo: PlanMemo) -> AnswerSet:
         g = self._groups[gi]
         return answer_set(self.config, g.service, g.segment, g.pools, snapshot,
-                          static=g.static)
+                          static=g.static, memo=memo)
 
     def plan(self, snapshot: HealthSnapshot, *, version: int, now: float) -> Plan:
         """The plan under ``snapshot``: in full the first time, then incrementally."""
@@ -313,8 +317,9 @@ class IncrementalPlanner:
         states = {name: lh.state for name, lh in snapshot.links.items()}
         if not self._results and self._groups:
             config = self.config
+            memo = PlanMemo()  # the statics live as long as the planner: one for all
             self._results = [answer_set(config, g.service, g.segment, g.pools, snapshot,
-                                        static=g.static) for g in self._groups]
+                                        static=g.static, memo=memo) for g in self._groups]
             # a dict per group, never None: the copies of a group kept by a re-plan are
             # then the same objects in both plans (changed_keys relies on it)
             self._cache = [{} for _ in range(len(self._groups))]
@@ -327,8 +332,9 @@ class IncrementalPlanner:
                 # copy-on-write: the previous plan keeps its lists
                 self._results = list(self._results)
                 self._cache = list(self._cache)
+                memo = PlanMemo()
                 for gi in touched:
-                    self._results[gi] = self._compute(gi, snapshot)
+                    self._results[gi] = self._compute(gi, snapshot, memo)
                     self._cache[gi] = {}
             self.recomputed = len(touched)
         self._states = states

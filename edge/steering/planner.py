@@ -74,11 +74,13 @@ import hashlib
 import io
 import json
 import pickle
+from collections.abc import Mapping
+from operator import attrgetter
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from edge.config.schema import Config, Link, Pool, Service
-from edge.health.state import HealthSnapshot, HealthState
+from edge.health.state import HealthSnapshot, HealthState, LinkHealth
 from edge.plan import AnswerKey, AnswerSet, Plan, Reason, RRType, WeightedAnswer
 from edge.steering.capacity import fill
 from geo.nearest import rank_sites
@@ -86,6 +88,9 @@ from geo.segment import DEFAULT_SEGMENT
 
 S = HealthState
 _UNSTEADY = frozenset({S.FALLING, S.RISING, S.DEGRADED, S.DOWN})
+
+
+Preset = list[tuple[WeightedAnswer, ...]]  # empty, or the answers at the configured weight
 
 
 class Candidate(NamedTuple):
@@ -98,7 +103,9 @@ class Candidate(NamedTuple):
     weight: float
     state: HealthState
     records: tuple[tuple[RRType, str], ...]
-    preset: tuple[WeightedAnswer, ...] = ()  # the answers at ``weight``
+    # the answers at ``weight``, once made (the box is the endpoint's, shared by its
+    # Candidates of every state); None: made on each use
+    preset: Preset | None = None
     site: str | None = None  # where the endpoint is (nearest routing)
     # may serve: its state serves and its pool is not taken out (min_healthy)
     live: bool = True
@@ -109,19 +116,32 @@ class Candidate(NamedTuple):
 
 
 _SERVING = frozenset(st for st in HealthState if st.serving)
+_new_tuple = tuple.__new__
 
 
 def _reason(code: str, detail: str, **inputs: object) -> Reason:
     return Reason(code, detail, MappingProxyType(inputs))
 
 
+_PCT: dict[float, str] = {}
+
+
 def _pct(x: float) -> str:
-    return f"{x * 100:.0f}%"
+    hit = _PCT.get(x)
+    if hit is None:
+        if len(_PCT) >= 4096:
+            _PCT.clear()
+        hit = _PCT[x] = f"{x * 100:.0f}%"
+    return hit
+
+
+# str(state), once: the same text without the call
+_STATE_TEXT = {st: str(st) for st in HealthState}
 
 
 def _records(values: tuple[str, ...]) -> tuple[tuple[RRType, str], ...]:
     # The loader validated every address: an IPv6 address has a colon, an IPv4 one never.
-    return tuple(("AAAA" if ":" in v else "A", v) for v in values)
+    return tuple([("AAAA" if ":" in v else "A", v) for v in values])
 
 
 _Rules = tuple[tuple[str, tuple[str, ...]], ...]
@@ -134,15 +154,22 @@ def _rules(config: Config, service: Service) -> _Rules:
         if service.routing == "nearest":
             return _located(config, {}, every)
         return ((DEFAULT_SEGMENT, every),)
-    out = {rule.segment: rule.pools for rule in policy.rules}
-    if len(out) != len(policy.rules):  # a segment listed twice: its first rule wins
+    # (segment, pools) pairs made in C: 500,000 rules in a large config
+    pairs = tuple(map(_SEGMENT_POOLS, policy.rules))
+    out = dict(pairs)
+    if len(out) != len(pairs):  # a segment listed twice: its first rule wins
         out = {}
         for rule in policy.rules:
             out.setdefault(rule.segment, rule.pools)
+        pairs = tuple(out.items())
     if service.routing == "nearest":
         return _located(config, out, out.get(DEFAULT_SEGMENT, every))
-    out.setdefault(DEFAULT_SEGMENT, every)
-    return tuple(out.items())
+    if DEFAULT_SEGMENT not in out:
+        pairs += ((DEFAULT_SEGMENT, every),)
+    return pairs
+
+
+_SEGMENT_POOLS = attrgetter("segment", "pools")
 
 
 def _located(config: Config, out: dict[str, tuple[str, ...]],
@@ -196,13 +223,40 @@ def _links_of(config: Config) -> dict[str, Link]:
     return index
 
 
-StaticEntry = tuple[str, str, int, float, tuple[tuple[RRType, str], ...],
-                    tuple[WeightedAnswer, ...], str | None, dict[HealthState, "Candidate"]]
-Static = tuple[StaticEntry, ...]
+# per endpoint: (its link, its Candidate per link state: UP made with the entry, the others
+# on first use; immutable)
+StaticEntry = tuple[str, dict[HealthState, "Candidate"]]
+# per tier, ascending: (tier, the positions of its endpoints, their configured weight)
+TierLayout = tuple[tuple[int, tuple[int, ...], float], ...]
 
 
-def _pool_static(by_name: dict[str, Link], pool: Pool) -> Static:
+class Static(NamedTuple):
+    """What of a rule's answer set depends on the config only (``static_candidates``)."""
+
+    entries: tuple[StaticEntry, ...]  # per endpoint, in pool order
+    links: frozenset[str]
+    tiers: TierLayout
+    best: int  # the best tier with configured weight (else the best tier; 0: no endpoints)
+    lead: Pool | None  # the rule's first pool: its all_down decides
+
+
+Shape = tuple[tuple[object, ...], ...]
+
+
+class PoolPart(NamedTuple):
+    """One pool of a service, resolved (shared by the rules that list it)."""
+
+    entries: tuple[StaticEntry, ...]
+    links: frozenset[str]
+    shape: Shape  # (tier, weight) per endpoint (``_layout``)
+    pool: Pool
+
+
+def _pool_static(by_name: dict[str, Link], pool: Pool) -> PoolPart:
     out: list[StaticEntry] = []
+    links: list[str] = []
+    shape: list[tuple[object, ...]] = []
+    name = pool.name
     for ep in pool.endpoints:
         link = by_name[ep.link]
         if ep.cname is not None:
@@ -210,30 +264,85 @@ def _pool_static(by_name: dict[str, Link], pool: Pool) -> Static:
         else:
             records = _records(ep.addresses or (link.answers_v4 + link.answers_v6))
         tier = pool.tier if pool.tier is not None else link.priority
-        # the answers at the configured weight, made once: most plans serve exactly these
-        preset = tuple(WeightedAnswer(rrtype, value, ep.weight, link.name, pool.name, tier)
-                       for rrtype, value in records)
-        # the last: this endpoint's Candidate per link state, made on first use (immutable)
-        out.append((pool.name, link.name, tier, ep.weight, records, preset, ep.site, {}))
-    return tuple(out)
+        weight = ep.weight
+        # the box for the answers at the configured weight is filled when first served
+        # (most plans serve exactly these; many endpoints, the lower tiers', never serve)
+        up = _new_tuple(Candidate, (name, link.name, tier, weight, S.UP, records, [], ep.site,
+                                    True))
+        out.append((link.name, {S.UP: up}))
+        links.append(link.name)
+        # a weight that is not a float keeps its type in the shape: 100 == 100.0, but a
+        # total summed from ints prints differently
+        shape.append((tier, weight) if type(weight) is float else (tier, weight, type(weight)))
+    return PoolPart(tuple(out), frozenset(links), tuple(shape), pool)
+
+
+_LAYOUTS: dict[Shape, tuple[TierLayout, int]] = {}
+
+
+def _layout(shape: Shape) -> tuple[TierLayout, int]:
+    """The tiers of a rule's endpoints given their (tier, weight), and its best tier; a
+    function of that shape only, so shared by every rule with the same one."""
+    hit = _LAYOUTS.get(shape)
+    if hit is None:
+        pairs = [(cast(int, x[0]), cast(float, x[1])) for x in shape]
+        tiers = sorted({t for t, _ in pairs})
+        layout = []
+        for tier in tiers:
+            where = tuple(i for i, (t, _) in enumerate(pairs) if t == tier)
+            # summed as over the candidates, in the same order: the same number
+            layout.append((tier, where, sum(pairs[i][1] for i in where)))
+        weighted = [t for t, w in pairs if w > 0]
+        best = min(weighted) if weighted else (tiers[0] if tiers else 0)
+        if len(_LAYOUTS) >= 4096:
+            _LAYOUTS.clear()
+        hit = _LAYOUTS[shape] = (tuple(layout), best)
+    return hit
 
 
 def static_candidates(config: Config, service: Service, pools: tuple[str, ...], *,
-                      memo: dict[str, Static] | None = None) -> Static:
-    """What of a rule's candidates depends on the config only: (pool, link, tier, weight,
-    records, answers at the configured weight, site) per endpoint, in pool order. The incremental
-    planner keeps these; ``memo`` (pool name -> its part, for one service) shares the work
-    between the rules of a service."""
-    by_name = _links_of(config)
+                      memo: dict[str, PoolPart] | None = None) -> Static:
+    """What of a rule's answer set depends on the config only (:class:`Static`). The
+    incremental planner keeps these; ``memo`` (pool name -> its part, for one service)
+    shares the work between the rules of a service."""
     if memo is None:
         memo = {}
-    out: list[StaticEntry] = []
+    parts = []
     for pool_name in pools:
         part = memo.get(pool_name)
         if part is None:
-            part = memo[pool_name] = _pool_static(by_name, service.pool(pool_name))
-        out.extend(part)
-    return tuple(out)
+            part = memo[pool_name] = _pool_static(_links_of(config),
+                                                  service.pool(pool_name))
+        parts.append(part)
+    if not parts:
+        return Static((), frozenset(), (), 0, None)
+    entries, links, shape, lead = parts[0]
+    for part in parts[1:]:  # a rule lists a pool or two: concatenations beat generators
+        entries += part.entries
+        links |= part.links
+        shape += part.shape
+    tiers, best = _layout(shape)
+    return Static(entries, links, tiers, best, lead)
+
+
+def _resolve(static: Static, health: Mapping[str, LinkHealth]
+             ) -> tuple[tuple[Candidate, ...], bool]:
+    """The candidates under ``health``, and whether every one is UP (the common case)."""
+    unknown, up = S.UNKNOWN, S.UP
+    out = []
+    all_up = True
+    for link, made in static.entries:
+        lh = health.get(link)
+        state = lh.state if lh is not None else unknown
+        cand = made.get(state)
+        if cand is None:  # tuple.__new__: the NamedTuple's own __new__ is Python code
+            base = made[up]
+            cand = made[state] = _new_tuple(Candidate, (*base[:4], state, *base[5:8],
+                                                        state in _SERVING))
+        if state is not up:
+            all_up = False
+        out.append(cand)
+    return tuple(out), all_up
 
 
 def candidates(config: Config, service: Service, pools: tuple[str, ...],
@@ -241,18 +350,7 @@ def candidates(config: Config, service: Service, pools: tuple[str, ...],
                ) -> tuple[Candidate, ...]:
     if static is None:
         static = static_candidates(config, service, pools)
-    health = snapshot.links
-    unknown = S.UNKNOWN
-    out = []
-    for pool, link, tier, weight, records, preset, site, made in static:
-        lh = health.get(link)
-        state = lh.state if lh is not None else unknown
-        cand = made.get(state)
-        if cand is None:
-            cand = made[state] = Candidate(pool, link, tier, weight, state, records, preset,
-                                           site, state in _SERVING)
-        out.append(cand)
-    return tuple(out)
+    return _resolve(static, snapshot.links)[0]
 
 
 def _link_reason(link: str, st: HealthState, degraded_weight: float) -> Reason | None:
@@ -308,27 +406,73 @@ class _Choice(NamedTuple):
     cause: str | None = None  # why this is a failover (a share spilled)
 
 
+def _tier_verdict(tier: int, members: list[Candidate], total: float, threshold: float
+                  ) -> tuple[Reason, _Choice | None]:
+    """One tier of step 2: its reason, and the choice if it serves (None: skipped)."""
+    healthy = sum([c.weight for c in members if c.live])
+    cap = healthy / total if total > 0 else 0.0
+    inputs: dict[str, object] = {
+        "tier": tier, "capacity": round(cap, 6), "threshold": threshold,
+        "healthy_weight": healthy, "total_weight": total,
+        "links": {c.link: _STATE_TEXT[c.state] for c in members}}
+    if total > 0 and cap >= threshold:
+        return (Reason("tier.selected", f"tier {tier} serves: healthy capacity "
+                       f"{_pct(cap)} >= threshold {_pct(threshold)}", MappingProxyType(inputs)),
+                _Choice(tier, tuple([c for c in members if c.live and c.weight > 0])))
+    return (Reason("tier.skipped", f"tier {tier} skipped: healthy capacity {_pct(cap)} < "
+                   f"threshold {_pct(threshold)}", MappingProxyType(inputs)), None)
+
+
+class PlanMemo:
+    """What one plan (or one re-plan) has already worked out, for the rules that meet the
+    same candidates again (a service's rules list the same pools in other orders or
+    subsets, so their serving tier is often the same endpoints in the same states).
+
+    Keyed by the ids of the Candidates; each entry keeps those objects, so an id cannot
+    stand for another object while the entry lives. Shared objects are immutable."""
+
+    __slots__ = ("answers", "tiers")
+
+    def __init__(self) -> None:
+        # (threshold, ids of the tier's members) -> (reason, choice or None, the members)
+        self.tiers: dict[tuple[object, ...],
+                         tuple[Reason, _Choice | None, list[Candidate]]] = {}
+        # id(choice) -> (the choice, its answers, the reasons _answers added)
+        self.answers: dict[int, tuple[_Choice, tuple[WeightedAnswer, ...],
+                                      tuple[Reason, ...]]] = {}
+
+
 def _choose(cands: tuple[Candidate, ...], threshold: float, fail_open: bool,
-            reasons: list[Reason], policy: str = "fail_open") -> _Choice | None:
-    """Walk the tiers (module docstring, steps 2-4). None: nothing may be served."""
-    tiers = sorted({c.tier for c in cands})
-    for tier in tiers:
-        members = [c for c in cands if c.tier == tier]
-        total = sum(c.weight for c in members)
-        healthy = sum(c.weight for c in members if c.live)
-        cap = healthy / total if total > 0 else 0.0
-        inputs: dict[str, object] = {
-            "tier": tier, "capacity": round(cap, 6), "threshold": threshold,
-            "healthy_weight": healthy, "total_weight": total,
-            "links": {c.link: str(c.state) for c in members}}
-        if total > 0 and cap >= threshold:
-            reasons.append(Reason("tier.selected", f"tier {tier} serves: healthy capacity "
-                                  f"{_pct(cap)} >= threshold {_pct(threshold)}",
-                                  MappingProxyType(inputs)))
-            return _Choice(tier, tuple(c for c in members if c.live and c.weight > 0))
-        reasons.append(Reason("tier.skipped", f"tier {tier} skipped: healthy capacity "
-                              f"{_pct(cap)} < threshold {_pct(threshold)}",
-                              MappingProxyType(inputs)))
+            reasons: list[Reason], policy: str = "fail_open",
+            layout: TierLayout | None = None, memo: PlanMemo | None = None
+            ) -> _Choice | None:
+    """Walk the tiers (module docstring, steps 2-4). None: nothing may be served.
+    ``layout``: the candidates' tiers (``Static.tiers``), else worked out here; ``memo``:
+    tier verdicts already reached in this plan (``PlanMemo``)."""
+    if layout is None:
+        layout = _layout(tuple((c.tier, c.weight) if type(c.weight) is float
+                               else (c.tier, c.weight, type(c.weight)) for c in cands))[0]
+    tiers = [tier for tier, _, _ in layout]
+    for tier, where, total in layout:
+        members = [cands[i] for i in where]
+        if memo is not None:
+            key = (threshold, *map(id, members))
+            hit = memo.tiers.get(key)
+            if hit is not None:
+                reasons.append(hit[0])
+                if hit[1] is not None:
+                    return hit[1]
+                continue
+            verdict = _tier_verdict(tier, members, total, threshold)
+            memo.tiers[key] = (*verdict, members)  # members kept: their ids stay theirs
+            reasons.append(verdict[0])
+            if verdict[1] is not None:
+                return verdict[1]
+            continue
+        reason, choice = _tier_verdict(tier, members, total, threshold)
+        reasons.append(reason)
+        if choice is not None:
+            return choice
     for tier in tiers:
         served = tuple(c for c in cands if c.tier == tier and c.live and c.weight > 0)
         if served:
@@ -368,6 +512,21 @@ def _answers(choice: _Choice, degraded_weight: float,
         for c, weight in zip(choice.served, choice.weights, strict=True):
             _add_answers(out, c, weight)
         return tuple(out.values())
+    if not choice.equal_weights and not choice.fail_open:
+        # the common case, inline: every candidate at its configured weight, unless degraded
+        degraded = S.DEGRADED
+        for c in choice.served:
+            box = c.preset
+            if c.state is degraded or box is None:
+                break
+            if not box:
+                box.append(tuple(WeightedAnswer(rrtype, value, c.weight, c.link, c.pool,
+                                                c.tier) for rrtype, value in c.records))
+            for wa in box[0]:
+                out.setdefault((wa.rrtype, wa.value), wa)
+        else:
+            return tuple(out.values())
+        out.clear()  # the general loop below, from the start
     for c in choice.served:
         weight = 1.0 if choice.equal_weights else c.weight
         if c.state is S.DEGRADED and not choice.fail_open and not choice.equal_weights:
@@ -384,8 +543,13 @@ def _answers(choice: _Choice, degraded_weight: float,
 def _add_answers(out: dict[tuple[str, str], WeightedAnswer], c: Candidate,
                  weight: float) -> None:
     """``c``'s answers at ``weight`` into ``out`` (the first endpoint giving a value wins)."""
-    if weight == c.weight and c.preset:
-        for wa in c.preset:
+    box = c.preset
+    if weight == c.weight and box is not None:
+        if not box:
+            box.append(tuple(WeightedAnswer(rrtype, value, c.weight, c.link, c.pool,
+                                            c.tier)
+                             for rrtype, value in c.records))
+        for wa in box[0]:
             out.setdefault((wa.rrtype, wa.value), wa)
         return
     for rrtype, value in c.records:
@@ -394,25 +558,30 @@ def _add_answers(out: dict[tuple[str, str], WeightedAnswer], c: Candidate,
 
 
 def answer_set(config: Config, service: Service, segment: str, pools: tuple[str, ...],
-               snapshot: HealthSnapshot, *, static: Static | None = None) -> AnswerSet:
+               snapshot: HealthSnapshot, *, static: Static | None = None,
+               memo: PlanMemo | None = None) -> AnswerSet:
     """The answer set of one (service, segment) rule (``static``: its precomputed
-    ``static_candidates``)."""
-    cands = candidates(config, service, pools, snapshot, static=static)
+    ``static_candidates``; ``memo``: shared by the answer sets of one plan, whose statics
+    stay alive meanwhile)."""
+    if static is None:
+        static = static_candidates(config, service, pools)
+    cands, all_up = _resolve(static, snapshot.links)
     dw = config.health.degraded_weight
-    reasons = _link_reasons(cands, dw)
+    reasons = [] if all_up else _link_reasons(cands, dw)
     if not cands:
         reasons.append(_reason("no_endpoints", "the rule's pools have no endpoints"))
         return AnswerSet(service.name, segment, service.ttl, 0, (), tuple(reasons),
                          max_answers=service.max_answers)
-    weighted = [c.tier for c in cands if c.weight > 0]
-    best = min(weighted) if weighted else min(c.tier for c in cands)
-    lead = next((p for p in service.pools if p.name == pools[0]), None)
+    best = static.best
+    lead = static.lead
     policy = lead.all_down if lead is not None else "fail_open"
     if _extended(config, service):
-        choice = _choose_extended(config, service, segment, cands, policy, reasons)
+        memo = None  # its candidates are remade per rule (min_healthy): nothing to share
+        choice = _choose_extended(config, service, segment, cands, policy, reasons,
+                                  static.tiers)
     else:
         choice = _choose(cands, service.failover_threshold, config.guard.fail_open, reasons,
-                         policy)
+                         policy, static.tiers, memo)
     if choice is None and policy == "fallback" and lead is not None and lead.fallback:
         fb = candidates(config, service, (lead.fallback,), snapshot)
         weighted_fb = tuple(c for c in fb if c.weight > 0)
@@ -422,7 +591,20 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
         if fb:
             choice = _Choice(min(c.tier for c in fb), weighted_fb or fb,
                              equal_weights=not weighted_fb)
-    answers = _answers(choice, dw, reasons) if choice is not None else ()
+    if choice is None:
+        answers: tuple[WeightedAnswer, ...] = ()
+    elif memo is None:
+        answers = _answers(choice, dw, reasons)
+    else:
+        made = memo.answers.get(id(choice))
+        if made is not None and made[0] is choice:
+            answers = made[1]
+            reasons.extend(made[2])
+        else:
+            before = len(reasons)
+            answers = _answers(choice, dw, reasons)
+            # the choice kept in the entry: its id stays its own
+            memo.answers[id(choice)] = (choice, answers, tuple(reasons[before:]))
     tier = choice.tier if choice is not None else best
     why = []
     if choice is None or choice.fail_open:
@@ -431,7 +613,8 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
         why.append(f"tier {tier} serves instead of tier {best}")
     if choice is not None and choice.cause is not None:
         why.append(choice.cause)
-    unsteady = sorted({f"{c.link} {c.state}" for c in cands if c.state in _UNSTEADY})
+    unsteady = () if all_up else sorted(
+        {f"{c.link} {c.state}" for c in cands if c.state in _UNSTEADY})
     if unsteady:
         why.append("unsteady: " + ", ".join(unsteady))
     failing_over = bool(why)
@@ -496,7 +679,8 @@ def segment_location(config: Config, service: Service, segment: str) -> Place | 
 
 def _choose_extended(config: Config, service: Service, segment: str,
                      cands: tuple[Candidate, ...], policy: str,
-                     reasons: list[Reason]) -> _Choice | None:
+                     reasons: list[Reason], layout: TierLayout | None = None
+                     ) -> _Choice | None:
     """Steps 2-4 with min_healthy, capacity spill and nearest routing (docstring 5-7)."""
     dw = config.health.degraded_weight
     threshold = service.failover_threshold
@@ -509,7 +693,7 @@ def _choose_extended(config: Config, service: Service, segment: str,
     if service.spill == "capacity":
         choice = _spill(config, cands, threshold, dw, where, reasons)
     if choice is None:
-        choice = _choose(cands, threshold, config.guard.fail_open, reasons, policy)
+        choice = _choose(cands, threshold, config.guard.fail_open, reasons, policy, layout)
         if where is not None and choice is not None and not choice.fail_open \
                 and not choice.equal_weights:
             choice = _nearest(config, cands, choice, dw, where, reasons)
@@ -701,12 +885,11 @@ def _config_identity(config: Config) -> str:
     """
     links = tuple((lk.name, lk.priority, lk.weight, lk.answers_v4, lk.answers_v6, lk.site)
                   for lk in config.links)
+    # the tuples of many small objects made in C (attrgetter): the same values as spelled
+    # out, so the same bytes
     services = tuple(
-        (svc.name, svc.zone, svc.ttl, svc.failover_ttl, svc.max_answers,
-         svc.failover_threshold, svc.spill, svc.routing,
-         tuple((p.name, p.tier, p.all_down, p.fallback, p.min_healthy,
-                tuple((ep.link, ep.weight, ep.addresses, ep.cname, ep.site)
-                      for ep in p.endpoints))
+        (*_SERVICE_FIELDS(svc),
+         tuple((*_POOL_FIELDS(p), tuple(map(_ENDPOINT_FIELDS, p.endpoints)))
                for p in svc.pools),
          rules(config, svc))
         for svc in config.services)
@@ -720,6 +903,10 @@ def _config_identity(config: Config) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
+_SERVICE_FIELDS = attrgetter("name", "zone", "ttl", "failover_ttl", "max_answers",
+                             "failover_threshold", "spill", "routing")
+_POOL_FIELDS = attrgetter("name", "tier", "all_down", "fallback", "min_healthy")
+_ENDPOINT_FIELDS = attrgetter("link", "weight", "addresses", "cname", "site")
 _IDENTITY: dict[int, tuple[Config, str]] = {}
 
 
@@ -754,9 +941,13 @@ def plan(config: Config, snapshot: HealthSnapshot, *, version: int, now: float) 
     gc.disable()
     try:
         for svc in config.services:
+            memo: dict[str, PoolPart] = {}  # the pools of a service, resolved once
+            shared = PlanMemo()  # per service: its statics live as long
             for segment, pools in rules(config, svc):
+                static = static_candidates(config, svc, pools, memo=memo)
                 answers[(svc.name, segment)] = answer_set(config, svc, segment, pools,
-                                                          snapshot)
+                                                          snapshot, static=static,
+                                                          memo=shared)
     finally:
         if paused:
             gc.enable()
@@ -764,5 +955,6 @@ def plan(config: Config, snapshot: HealthSnapshot, *, version: int, now: float) 
                 answers=MappingProxyType(answers))
 
 
-__all__ = ["Candidate", "answer_set", "candidates", "config_identity", "inputs_digest", "plan",
-           "plan_key_order", "rules", "segment_location", "static_candidates"]
+__all__ = ["Candidate", "PlanMemo", "PoolPart", "Static", "answer_set", "candidates",
+           "config_identity", "inputs_digest", "plan", "plan_key_order", "rules",
+           "segment_location", "static_candidates"]
