@@ -94,7 +94,7 @@ def lua_desired(plan: Plan, services: Sequence[Service], zone: str,
     """One LUA RRset per (name, type): segments by ``netmask`` (ECS or resolver address,
     PowerDNS's ``bestwho``) in config order, then ``default``; one answer drawn by weight.
 
-    Segments without networks (only ASNs, countries, buckets) cannot be matched here and
+    Segments without networks (only ASNs, countries, regions, buckets) cannot be matched here and
     fall through to ``default``.
     """
     out: RRsets = {}

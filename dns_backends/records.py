@@ -389,7 +389,7 @@ class SegmentNetworks:
     """The client networks of a segment, and whether they express the segment exactly.
 
     A BIND view or a LUA ``netmask`` can only match addresses: a segment that also needs
-    ASNs, countries, a hash bucket, or a line defined by ASNs is carried approximately
+    ASNs, countries, regions, a hash bucket, or a line defined by ASNs is carried approximately
     (``exact`` False, ``lost`` says what) or not at all (empty ``networks``).
     """
 
@@ -405,6 +405,8 @@ def segment_networks(segment: Segment) -> SegmentNetworks:
         lost.append("asns")
     if segment.countries:
         lost.append("countries")
+    if segment.regions:
+        lost.append("regions")
     if segment.bucket is not None:
         lost.append("bucket")
     nets = netaddr.IPSet(segment.cidrs) if segment.cidrs else None

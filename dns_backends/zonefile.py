@@ -74,7 +74,7 @@ class ViewSpec:
 def view_specs(views: Sequence[tuple[str, str, str | None]],
                segments: Sequence[Segment]) -> tuple[list[ViewSpec], list[str]]:
     """(view name, segment, key name) -> ViewSpecs in match order, default last; plus notes
-    on segments a view can only carry in part (ASNs, countries, buckets)."""
+    on segments a view can only carry in part (ASNs, countries, regions, buckets)."""
     by_name = {s.name: s for s in segments}
     specs, notes, last = [], [], []
     for name, segment, key in views:

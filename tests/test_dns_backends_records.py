@@ -94,6 +94,10 @@ def test_segment_networks() -> None:
     assert not nets.exact and nets.lost == ("line asns",)
     only_asn = segment_networks(Segment("x", asns=frozenset({4134})))
     assert only_asn.networks == () and only_asn.lost == ("asns",)
+    by_region = segment_networks(Segment("r", cidrs=netaddr.IPSet(["192.0.2.0/24"]),
+                                         regions=frozenset({"CN-GD"})))
+    assert by_region.networks == ("192.0.2.0/24",)
+    assert not by_region.exact and by_region.lost == ("regions",)
     assert segment_networks(Segment("y", cidrs=netaddr.IPSet(["192.0.2.0/24"]))).exact
 
 
