@@ -213,3 +213,20 @@ async def test_run_cancelled_cleans_up() -> None:
     pending = [x for x in asyncio.all_tasks() if x.get_name() == "health-stale-watch"]
     assert pending == []
     await bus.aclose()
+
+
+def test_a_falling_link_remembers_the_state_it_fell_from() -> None:
+    t = tracker()
+    seen = []
+    for i, p95 in enumerate([40.0] * 5 + [200.0] * 6 + [400.0] * 3):  # up, degraded, worse
+        t.feed(measurement(float(i), key=A, p95_ms=p95))
+        lh = t.snapshot.links["cn2"]
+        seen.append((lh.state, lh.falling_from))
+    assert (S.DEGRADED, None) in seen
+    assert (S.FALLING, S.DEGRADED) in seen                # fell from degraded, remembered
+    assert seen[-1] == (S.DOWN, None)
+    fresh = tracker()
+    for i, loss in enumerate([0.0] * 5 + [0.5]):            # up, then straight to falling
+        fresh.feed(measurement(float(i), key=A, loss=loss))
+    lh = fresh.snapshot.links["cn2"]
+    assert (lh.state, lh.falling_from) == (S.FALLING, S.UP)

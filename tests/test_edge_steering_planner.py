@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
 
 import pytest
 
@@ -98,6 +100,22 @@ def test_falling_link_still_serves_with_failover_ttl() -> None:
     a = answer(hk_config(), cn2=S.FALLING)
     assert weights(a) == {CN2: 100.0, PCCW: 100.0}
     assert a.ttl == 15 and "link.falling" in codes(a)
+
+
+def _falling(origin: HealthState) -> AnswerSet:
+    snap = b.snapshot(states(cn2=S.FALLING))
+    cn2 = replace(snap.links["cn2"], falling_from=origin)
+    snap = replace(snap, links=MappingProxyType({**snap.links, "cn2": cn2}))
+    a = plan(hk_config(), snap, version=1, now=1000.0).get(SVC, "default")
+    assert a is not None
+    return a
+
+
+def test_a_link_falling_from_degraded_stays_at_the_degraded_weight() -> None:
+    a = _falling(S.DEGRADED)
+    assert weights(a) == {CN2: 50.0, PCCW: 100.0}  # a ramp down: 50, not back to 100
+    assert a.ttl == 15 and "weight.scaled" in codes(a)
+    assert weights(_falling(S.UP)) == {CN2: 100.0, PCCW: 100.0}  # may still recover
 
 
 def test_rising_link_is_not_served_yet() -> None:

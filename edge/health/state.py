@@ -74,6 +74,10 @@ class LinkHealth:
     since: float
     reason: str
     quality: Quality = field(default_factory=Quality)
+    # FALLING only: the state the link fell from (UP or DEGRADED; the planner keeps a link
+    # that falls from DEGRADED at the degraded weight until it is DOWN: a ramp, not 50 %
+    # -> 100 % -> out)
+    falling_from: HealthState | None = None
 
 
 _NO_LINKS: Mapping[str, LinkHealth] = MappingProxyType({})

@@ -230,6 +230,10 @@ class HealthTracker:
                         f"{damp.flaps} flaps, reused below {ds.reuse:g} in about "
                         f"{reuse_in(damp, now, ds):.0f} s; measured {under.state}: "
                         f"{under.reason}"))
+        if new.state is HealthState.FALLING and previous is not None:
+            origin = (previous.falling_from if previous.state is HealthState.FALLING
+                      else previous.state)
+            new = replace(new, falling_from=origin)
         if previous is not None and previous.state is new.state:
             new = replace(new, since=previous.since)
         self._links[link] = new

@@ -19,6 +19,9 @@ the answer set is chosen like this:
    weights whatever its health; ``fail_closed``: no answers (NODATA), on purpose.
 
 Served weights are the configured weights x ``health.degraded_weight`` for DEGRADED links.
+A link FALLING from DEGRADED (``LinkHealth.falling_from``) is planned as DEGRADED until it
+is DOWN, so its weight ramps down (100 % -> 50 % -> out) instead of going back to 100 %
+while it falls; a link falling from UP keeps its full weight (it may still recover).
 The TTL drops to ``failover_ttl`` while failing over: the serving tier is not the best
 configured one, fail-open, or any candidate link is not steady (FALLING, RISING, DEGRADED,
 DOWN), or a share spilled (below), so resolvers come back soon. Two endpoints giving the
@@ -328,12 +331,14 @@ def static_candidates(config: Config, service: Service, pools: tuple[str, ...], 
 def _resolve(static: Static, health: Mapping[str, LinkHealth]
              ) -> tuple[tuple[Candidate, ...], bool]:
     """The candidates under ``health``, and whether every one is UP (the common case)."""
-    unknown, up = S.UNKNOWN, S.UP
+    unknown, up, falling, degraded = S.UNKNOWN, S.UP, S.FALLING, S.DEGRADED
     out = []
     all_up = True
     for link, made in static.entries:
         lh = health.get(link)
         state = lh.state if lh is not None else unknown
+        if state is falling and lh is not None and lh.falling_from is degraded:
+            state = degraded  # a ramp down, not back to full weight (module docstring)
         cand = made.get(state)
         if cand is None:  # tuple.__new__: the NamedTuple's own __new__ is Python code
             base = made[up]
