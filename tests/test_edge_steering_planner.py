@@ -114,7 +114,10 @@ def _falling(origin: HealthState) -> AnswerSet:
 def test_a_link_falling_from_degraded_stays_at_the_degraded_weight() -> None:
     a = _falling(S.DEGRADED)
     assert weights(a) == {CN2: 50.0, PCCW: 100.0}  # a ramp down: 50, not back to 100
-    assert a.ttl == 15 and "weight.scaled" in codes(a)
+    assert a.ttl == 15 and "weight.scaled" in codes(a) and "link.degraded" not in codes(a)
+    why = next(r for r in a.reasons if r.code == "link.falling")
+    assert why.detail == ("link cn2 is falling from degraded: still served at weight x 0.5 "
+                          "until it is down")
     assert weights(_falling(S.UP)) == {CN2: 100.0, PCCW: 100.0}  # may still recover
 
 

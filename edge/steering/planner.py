@@ -376,10 +376,11 @@ def _link_reason(link: str, st: HealthState, degraded_weight: float) -> Reason |
     return None
 
 
-_LINK_REASONS: dict[tuple[str, HealthState, float], Reason | None] = {}
+_LINK_REASONS: dict[tuple[str, str, float], Reason | None] = {}
 
 
-def _link_reasons(cands: tuple[Candidate, ...], degraded_weight: float) -> list[Reason]:
+def _link_reasons(cands: tuple[Candidate, ...], degraded_weight: float,
+                  health: Mapping[str, LinkHealth]) -> list[Reason]:
     if all(c.state is S.UP for c in cands):
         return []  # the common case: nothing to say
     seen: dict[str, HealthState] = {}
@@ -390,16 +391,26 @@ def _link_reasons(cands: tuple[Candidate, ...], degraded_weight: float) -> list[
     for link, st in seen.items():
         if st is S.UP:
             continue
-        key = (link, st, degraded_weight)
+        lh = health.get(link)
+        # a link falling from DEGRADED is planned as DEGRADED (_resolve): say what it is
+        ramp = st is S.DEGRADED and lh is not None and lh.state is S.FALLING
+        key = (link, "falling from degraded" if ramp else st.value, degraded_weight)
         if key in memo:
             why = memo[key]
         else:  # Reasons are immutable: one per (link, state) is shared by every answer set
             if len(memo) > 65536:
                 memo.clear()
-            why = memo[key] = _link_reason(link, st, degraded_weight)
+            why = memo[key] = (_falling_from_degraded(link, degraded_weight) if ramp
+                               else _link_reason(link, st, degraded_weight))
         if why is not None:
             out.append(why)
     return out
+
+
+def _falling_from_degraded(link: str, degraded_weight: float) -> Reason:
+    return _reason("link.falling", f"link {link} is falling from degraded: still served at "
+                   f"weight x {degraded_weight:g} until it is down", link=link,
+                   state=str(S.FALLING), falling_from=str(S.DEGRADED), factor=degraded_weight)
 
 
 class _Choice(NamedTuple):
@@ -572,7 +583,7 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
         static = static_candidates(config, service, pools)
     cands, all_up = _resolve(static, snapshot.links)
     dw = config.health.degraded_weight
-    reasons = [] if all_up else _link_reasons(cands, dw)
+    reasons = [] if all_up else _link_reasons(cands, dw, snapshot.links)
     if not cands:
         reasons.append(_reason("no_endpoints", "the rule's pools have no endpoints"))
         return AnswerSet(service.name, segment, service.ttl, 0, (), tuple(reasons),
