@@ -157,6 +157,12 @@ def bind_zone_conf(zone: str, file: str, key: TsigKey) -> str:
             f"allow-update {{ key {key.name}; }}; allow-transfer {{ key {key.name}; }}; }};\n")
 
 
+def start_named_primary(workdir: Path, key: TsigKey) -> ServerProcess:
+    """named, primary for ``ZONE`` (the standard test zone), updatable with ``key``."""
+    return start_named(workdir, bind_zone_conf(ZONE, f"{ZONE}.zone", key),
+                       {f"{ZONE}.zone": zone_text()}, [key])
+
+
 # Knot ---------------------------------------------------------------------------------------
 
 def start_knot(workdir: Path, key: TsigKey, zone: str = ZONE) -> ServerProcess:

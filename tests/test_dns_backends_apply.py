@@ -13,19 +13,16 @@ from edge.cli import main
 from tests.servers_dns import (
     ZONE,
     ServerProcess,
-    bind_zone_conf,
     new_key,
     query,
-    start_named,
-    zone_text,
+    start_named_primary,
 )
 
 
 @pytest.fixture
 def named(tmp_path: Path) -> Iterator[tuple[ServerProcess, TsigKey]]:
     key = new_key()
-    server = start_named(tmp_path / "named", bind_zone_conf(ZONE, f"{ZONE}.zone", key),
-                         {f"{ZONE}.zone": zone_text()}, [key])
+    server = start_named_primary(tmp_path / "named", key)
     try:
         yield server, key
     finally:

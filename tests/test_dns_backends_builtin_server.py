@@ -23,7 +23,7 @@ from edge.plan import WeightedAnswer
 from geo.client import ClientInfo
 from geo.segment import SegmentMatcher
 from tests import dnsfixtures as fx
-from tests.conftest import IN_CI
+from tests.conftest import require
 
 BIG = "big.hk"  # a zone whose NS RRset does not fit in 512 bytes
 BIG_NS = tuple(f"ns{i:02d}-a-rather-long-label-for-a-name-server.big.hk" for i in range(12))
@@ -388,10 +388,7 @@ def has_ipv6_loopback() -> bool:
 
 @pytest.mark.parametrize("udp_batch", [False, True], ids=["transport", "recvmmsg"])
 async def test_ipv6_listener(udp_batch: bool) -> None:
-    if not has_ipv6_loopback():
-        if IN_CI:
-            pytest.fail("no IPv6 loopback (::1) on the CI machine")
-        pytest.skip("no IPv6 loopback (::1) on this machine")
+    require(has_ipv6_loopback(), "no IPv6 loopback (::1) on this machine")
     srv = await started(listen=(("127.0.0.1", 0), ("::1", 0)), udp_batch=udp_batch)
     try:
         await srv.apply(PLAN)

@@ -9,16 +9,13 @@ import socket
 import pytest
 
 from dns_backends.builtin import udpbatch
-from tests.conftest import IN_CI
+from tests.conftest import require
 
 
 @pytest.fixture(autouse=True)
 def _needs_recvmmsg() -> None:
     """CI runs on Linux, where recvmmsg exists: its absence there is a failure."""
-    if not udpbatch.available():
-        if IN_CI:
-            pytest.fail("recvmmsg/sendmmsg not found in libc (CI runs on Linux)")
-        pytest.skip("recvmmsg/sendmmsg need Linux")
+    require(udpbatch.available(), "recvmmsg/sendmmsg not found in libc (they need Linux)")
 
 
 async def test_replies_reach_their_own_senders_when_some_are_dropped() -> None:

@@ -22,11 +22,9 @@ from tests.builders import endpoint, link, make_config, pool, service
 from tests.servers_dns import (
     ZONE,
     ServerProcess,
-    bind_zone_conf,
     new_key,
     query,
-    start_named,
-    zone_text,
+    start_named_primary,
 )
 
 
@@ -36,8 +34,7 @@ def named(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
     secret_file = tmp_path / "edgesteer.key"
     secret_file.write_text(f'key "{key.name}" {{\n  algorithm {key.algorithm};\n'
                            f'  secret "{key.secret}";\n}};\n')  # a BIND key file
-    server = start_named(tmp_path / "named", bind_zone_conf(ZONE, f"{ZONE}.zone", key),
-                         {f"{ZONE}.zone": zone_text()}, [key])
+    server = start_named_primary(tmp_path / "named", key)
     try:
         yield server, str(secret_file)
     finally:

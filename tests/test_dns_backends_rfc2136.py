@@ -24,13 +24,13 @@ from tests.servers_dns import (
     SERVICES,
     ZONE,
     ServerProcess,
-    bind_zone_conf,
     new_key,
     plan,
     query,
     services,
     start_knot,
     start_named,
+    start_named_primary,
     zone_text,
 )
 
@@ -51,8 +51,7 @@ class Primary:
 
 def _named(tmp: Path) -> Primary:
     key = new_key(algorithm="hmac-sha256")
-    server = start_named(tmp, bind_zone_conf(ZONE, f"{ZONE}.zone", key),
-                         {f"{ZONE}.zone": zone_text()}, [key])
+    server = start_named_primary(tmp, key)
     return Primary(server, key)
 
 
@@ -138,9 +137,9 @@ async def test_drift_is_put_back_and_logged(primary: Primary,
     assert any("api.example.hk. A" in m and "deleted" in m for m in drift)
 
 
-async def test_concurrent_edit_between_read_and_write_is_not_clobbered_silently(
-        primary: Primary, caplog: pytest.LogCaptureFixture) -> None:
-    """A hand edit lands after our read: the prerequisites make the server refuse."""
+def _racing_store(primary: Primary, edit: str) -> Rfc2136Store:
+    """A store whose first write is preceded by ``edit`` (an nsupdate command) made by hand:
+    the edit lands between our read and our write."""
     edits: list[int] = []
 
     class RacingStore(Rfc2136Store):
@@ -148,11 +147,17 @@ async def test_concurrent_edit_between_read_and_write_is_not_clobbered_silently(
                         wanted: RRsets) -> None:
             if not edits:
                 edits.append(1)
-                _nsupdate(primary, "update add www.example.hk 60 A 198.51.100.7")
+                _nsupdate(primary, edit)
             await super().write(target, changes, wanted)
 
-    store = RacingStore("racer", (primary.server.host, primary.server.port), [ZONE], SERVICES,
-                        key=primary.key, timeout=1.0)
+    return RacingStore("racer", (primary.server.host, primary.server.port), [ZONE], SERVICES,
+                       key=primary.key, timeout=1.0)
+
+
+async def test_concurrent_edit_between_read_and_write_is_not_clobbered_silently(
+        primary: Primary, caplog: pytest.LogCaptureFixture) -> None:
+    """A hand edit lands after our read: the prerequisites make the server refuse."""
+    store = _racing_store(primary, "update add www.example.hk 60 A 198.51.100.7")
     backend = SyncBackend(store, retry=FAST)
     caplog.set_level(logging.WARNING, "edgesteer.backends")
     await backend.apply(PLAN1)
@@ -397,18 +402,7 @@ async def test_an_edit_elsewhere_in_the_zone_between_read_and_write(
         primary: Primary, caplog: pytest.LogCaptureFixture) -> None:
     """The SOA prerequisite refuses on any edit; the retry with per-RRset prerequisites
     then succeeds, and the unrelated edit stays."""
-    edits: list[int] = []
-
-    class RacingStore(Rfc2136Store):
-        async def write(self, target: Target, changes: Sequence[Change],
-                        wanted: RRsets) -> None:
-            if not edits:
-                edits.append(1)
-                _nsupdate(primary, "update add hand.example.hk 60 A 198.51.100.8")
-            await super().write(target, changes, wanted)
-
-    store = RacingStore("racer", (primary.server.host, primary.server.port), [ZONE], SERVICES,
-                        key=primary.key, timeout=1.0)
+    store = _racing_store(primary, "update add hand.example.hk 60 A 198.51.100.8")
     backend = SyncBackend(store, retry=FAST)
     await backend.apply(PLAN1)
     assert backend.stats.conflicts == 1 and store.sent["update"] == 2

@@ -27,7 +27,7 @@ from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState, LinkHealth
 from edge.plan import Announcement, Plan
 from edge.steering.anycast import plan_anycast
-from tests.conftest import IN_CI, free_port, require_binary
+from tests.conftest import free_port, require, require_binary
 from tests.servers_bgp import Bird, PeerSession, RouteSeen, peer_config, speaker_config
 
 S = HealthState
@@ -39,11 +39,7 @@ LINKS = (("cn2", 1, 65001), ("pccw", 1, 65002), ("ntt", 2, 65003))
 
 def _exabgp() -> str:
     path = Path(sys.executable).parent / "exabgp"
-    if not path.exists():
-        msg = "exabgp not installed: pip install exabgp (in the dev extras)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(path.exists(), "exabgp not installed: pip install exabgp (in the dev extras)")
     return str(path)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 
@@ -21,9 +20,8 @@ from probes.agent import Agent
 from probes.bus.memory import MemoryBus
 from probes.measurement import Measurement, PathKey, ProbeKind
 from probes.spec import LinkBinding, TargetSpec
-from tests.conftest import IN_CI, require_binary
+from tests.conftest import IS_ROOT, require, require_binary
 
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 NODE = "hk-lab"
 # --realtime: the emulated link itself must stay punctual on a loaded CI box
 IMPAIR = ("--delay-ms", "30", "--jitter-ms", "5", "--loss", "0.1", "--seed", "1", "--realtime")
@@ -31,10 +29,7 @@ IMPAIR = ("--delay-ms", "30", "--jitter-ms", "5", "--loss", "0.1", "--seed", "1"
 
 @pytest.fixture(autouse=True)
 def _needs_root() -> None:
-    if not IS_ROOT:
-        if IN_CI:
-            pytest.fail("the netns lab tests need root (CI runs them as root)")
-        pytest.skip("network namespaces need root")
+    require(IS_ROOT, "network namespaces need root")
     require_binary("ip", "iproute2")
     require_binary("ethtool", "ethtool")
 

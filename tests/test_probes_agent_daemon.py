@@ -23,9 +23,7 @@ import pytest
 
 from edge.lab.netns import Netns
 from edge.lab.responders import ImpairmentTable, TcpResponder
-from tests.conftest import IN_CI, free_port, require_binary
-
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+from tests.conftest import IS_ROOT, free_port, require, require_binary
 
 BASE = """\
 version: 1
@@ -203,10 +201,7 @@ async def test_bad_metrics_address_and_bad_config_exit_2(tmp_path: Path) -> None
 
 @contextlib.contextmanager
 def lab_ns() -> Iterator[Netns]:
-    if not IS_ROOT:
-        if IN_CI:
-            pytest.fail("needs root (CI runs as root)")
-        pytest.skip("network namespaces need root")
+    require(IS_ROOT, "network namespaces need root")
     ns = Netns.create("esa")
     try:
         ns.set_resolver("127.0.0.1")  # nothing listens there: names fail inside the ns

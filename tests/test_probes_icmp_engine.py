@@ -7,9 +7,7 @@ datagram socket mode, timeouts and late replies.
 from __future__ import annotations
 
 import asyncio
-import os
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from icmplib import ICMPv4Socket
@@ -20,17 +18,13 @@ from probes.bus.memory import MemoryBus
 from probes.kinds.icmp_engine import EchoPackets, IcmpEngine
 from probes.measurement import ProbeKind
 from probes.spec import LinkBinding, TargetSpec
-from tests.conftest import IN_CI
+from tests.conftest import IS_ROOT, require
 
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 LO = LinkBinding("lo", source="127.0.0.1")
 
 
 def root_only() -> None:
-    if not IS_ROOT:
-        if IN_CI:
-            pytest.fail("needs root (CI runs as root)")
-        pytest.skip("needs root")
+    require(IS_ROOT, "raw ICMP sockets need root")
 
 
 async def test_hundreds_in_flight_on_one_socket_all_match() -> None:

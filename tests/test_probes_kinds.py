@@ -25,10 +25,9 @@ from probes.kinds._net import BindingError, classify
 from probes.kinds.icmp import permission_help, ping
 from probes.measurement import PathKey, ProbeError, ProbeKind
 from probes.spec import LinkBinding, TargetSpec
-from tests.conftest import free_port, require_binary
+from tests.conftest import IS_ROOT, free_port, require_binary
 
 FAST, SLOW, LOST = "127.0.1.1", "127.0.2.1", "127.0.3.1"
-IS_ROOT = os.geteuid() == 0
 # With net.ipv4.ip_nonlocal_bind=1 a foreign source address binds fine: skip that check.
 NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind").read_text().strip() != "0"
 
