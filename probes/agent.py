@@ -30,6 +30,14 @@ health rules (two lost probes, a 10 % band, ``fall`` measurements) keep their me
 more samples the loss ratio is a better estimate, so a lone loss weighs less, not more.
 The engine's own override (edge.health.cadence) does the same for FALLING and RISING
 paths; the faster of the two applies.
+
+Doubt starts before a loss is known: a probe still unanswered ``overdue_after`` (3 x the
+window's p95 rtt, at least 50 ms; probes.cadence) after it was sent is *overdue*, and while
+a path has an overdue probe in flight it is probed at the fast interval too. A lost probe
+is otherwise known only at its timeout (0.4 s at 200 ms probing), which is most of the
+time a random 20 % loss takes to show twice (bench/loss_detection.py). Nothing is judged
+on it: an overdue probe that is answered counts as answered. A path whose window has no
+answered probe (a dead target) has no overdue time and keeps its own interval.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from probes.bus import MeasurementBus
-from probes.cadence import fast_interval, path_window, window_span
+from probes.cadence import fast_interval, overdue_after, path_window, window_span
 from probes.kinds import PROBERS, ProbeContext, ProbeFn, make_http_session
 from probes.kinds.icmp_engine import IcmpEngine
 from probes.measurement import PathKey, ProbeKind, Sample
@@ -67,6 +75,8 @@ class _Path:
     probes: set[asyncio.Task[None]] = field(default_factory=set)
     last_start: float | None = None
     mixed: bool = False  # the window holds answered and failed probes (module docstring)
+    overdue: int = 0  # probes in flight past their overdue time (module docstring)
+    overdue_after: float | None = None  # from the last measurement: cadence.overdue_after
 
     def stop(self) -> list[asyncio.Task[None]]:
         """Cancel the ticker and in-flight probes; return them to be awaited."""
@@ -203,7 +213,7 @@ class Agent:
 
     def _interval(self, path: _Path) -> float:
         interval = self._overrides.get(path.key, path.spec.interval_s)
-        if path.mixed:
+        if path.mixed or path.overdue:
             interval = min(interval, fast_interval(path.spec.interval_s,
                                                    self._suspect_factor))
         return interval
@@ -246,7 +256,12 @@ class Agent:
             http = self._session(binding) if spec.kind is ProbeKind.HTTP else None
             ctx = ProbeContext(binding, spec.timeout_s, http, self._icmp)
             at = time.time()
-            outcome = await run_probe(self._probers[spec.kind], spec, ctx)
+            watch = self._watch_overdue(path)
+            try:
+                outcome = await run_probe(self._probers[spec.kind], spec, ctx)
+            finally:
+                if watch is not None:
+                    watch.done()
         sample = outcome.to_sample(path.key, spec.kind, at)
         path.window.add(sample)
         if self._on_sample is not None:
@@ -255,6 +270,7 @@ class Agent:
             except Exception:
                 log.exception("on_sample hook failed for %s", path.key)
         measurement = path.window.measurement(path.key, spec.kind, time.time())
+        path.overdue_after = overdue_after(measurement.rtt_p95, spec.timeout_s)
         mixed = 0 < measurement.received < measurement.sent
         if mixed != path.mixed:
             path.mixed = mixed
@@ -264,6 +280,15 @@ class Agent:
             await self._bus.publish(measurement)
         except Exception:
             log.exception("publishing the measurement of %s failed", path.key)
+
+    def _watch_overdue(self, path: _Path) -> _OverdueWatch | None:
+        """Mark ``path``'s probe overdue (and wake its ticker) at its overdue time."""
+        after = path.overdue_after
+        if after is None or self._suspect_factor <= 1.0:
+            return None
+        watch = _OverdueWatch(path)
+        watch.handle = asyncio.get_running_loop().call_later(after, watch.fire)
+        return watch
 
     def _session(self, binding: LinkBinding) -> aiohttp.ClientSession:
         session = self._sessions.get(binding)
@@ -286,6 +311,30 @@ class Agent:
         sessions = list(self._sessions.values())
         self._sessions.clear()
         await asyncio.gather(*(s.close() for s in sessions), return_exceptions=True)
+
+
+class _OverdueWatch:
+    """One probe's overdue timer: counts it in ``path.overdue`` from when it fires to
+    when the probe ends."""
+
+    __slots__ = ("fired", "handle", "path")
+
+    def __init__(self, path: _Path) -> None:
+        self.path = path
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def fire(self) -> None:
+        self.fired = True
+        self.path.overdue += 1
+        if self.path.overdue == 1:
+            _wake_early(self.path)  # pull the next probe in
+
+    def done(self) -> None:
+        if self.fired:
+            self.path.overdue -= 1
+        elif self.handle is not None:
+            self.handle.cancel()
 
 
 async def _sleep(path: _Path, due: float) -> bool:

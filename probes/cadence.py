@@ -1,8 +1,9 @@
 """Probe cadence shared by the agent, the health engine and replay (pure: no sockets).
 
-``fast_interval``: how fast a path in doubt (a mixed window, or a FALLING / RISING state)
-is probed: ``interval / factor``, never below 50 ms (so the default factor 4 is honoured at
-200 ms probing). ``path_window``: the window a path's samples go into — a span of
+``fast_interval``: how fast a path in doubt (a mixed window, an overdue probe, or a
+FALLING / RISING state) is probed: ``interval / factor``, never below 50 ms (so the default
+factor 4 is honoured at 200 ms probing); ``overdue_after``: when a probe in flight puts
+its path in doubt. ``path_window``: the window a path's samples go into — a span of
 ``window`` target intervals when the path may be probed faster, so that faster samples add
 evidence instead of pushing older ones out (see probes/agent.py and probes/window.py).
 """
@@ -15,6 +16,8 @@ from probes.spec import TargetSpec
 from probes.window import Window
 
 FAST_INTERVAL_FLOOR_S = 0.05  # never probe one path faster than 20 times a second
+OVERDUE_RTT_FACTOR = 3.0  # a probe unanswered after 3 x the window's p95 rtt is overdue
+OVERDUE_FLOOR_S = 0.05  # ... and never sooner than 50 ms after it was sent
 
 
 def fast_interval(normal_s: float, factor: float) -> float:
@@ -22,6 +25,22 @@ def fast_interval(normal_s: float, factor: float) -> float:
     if factor <= 1.0 or normal_s <= FAST_INTERVAL_FLOOR_S:
         return normal_s
     return max(FAST_INTERVAL_FLOOR_S, normal_s / factor)
+
+
+def overdue_after(rtt_p95_s: float | None, timeout_s: float) -> float | None:
+    """When an unanswered probe becomes *overdue*: ``OVERDUE_RTT_FACTOR`` x the window's
+    p95 rtt, not below ``OVERDUE_FLOOR_S``; None (never) without answered probes in the
+    window or when that is not sooner than the timeout.
+
+    An overdue probe is not lost (only its timeout says so, and a late answer still counts
+    as answered): it only puts the path in doubt, so that its probes run at the fast
+    interval *before* the timeout confirms a loss. At 200 ms probing with 0.4 s timeouts
+    and a 2 ms rtt, doubt starts 50 ms after a lost probe was sent instead of 400 ms.
+    """
+    if rtt_p95_s is None:
+        return None
+    after = max(OVERDUE_FLOOR_S, OVERDUE_RTT_FACTOR * rtt_p95_s)
+    return after if after < timeout_s else None
 
 
 def path_window(spec: TargetSpec, window_size: int, suspect_factor: float,

@@ -157,6 +157,20 @@ async def test_one_lost_probe_speeds_probing_until_it_leaves_the_window(
     assert statistics.median(_gaps(_sent(control, c_lost, 0.5, 9.0))) > 0.15
 
 
+async def test_an_overdue_probe_speeds_probing_before_its_timeout(
+        lose_6th: tuple[list[Sample], list[Sample]]) -> None:
+    """Doubt starts when the lost probe is overdue (50 ms here: 3 x a sub-ms p95, floored),
+    not at its timeout (0.4 s): the probes sent while it is still in flight come at the
+    fast interval. Control (factor 1): the usual 200 ms."""
+    fast, control = lose_6th
+    lost = next(s for s in fast if not s.ok)
+    in_flight = _sent(fast, lost, 0.01, 0.39)
+    assert len(in_flight) >= 4, _gaps(_sent(fast, lost, 0.0, 0.4))
+    assert statistics.median(_gaps(in_flight)) < 0.1
+    c_lost = next(s for s in control if not s.ok)
+    assert len(_sent(control, c_lost, 0.01, 0.39)) <= 2
+
+
 async def test_a_dead_target_is_probed_at_its_own_interval() -> None:
     """All lost from the start: the window is unanimous, nothing is in doubt."""
     samples = await _sends(LoseOne(1, dead=True), 4.0, lambda seen: len(seen) >= 8)
