@@ -45,6 +45,7 @@ links:
 targets:
   - {{name: pop, kind: tcp, host: 127.0.0.1, port: 9, interval: {interval}, links: [cn2]}}
 zones: [{{name: example.hk, ns: [ns1.example.hk]}}]
+health: {{window: {window}, fall: {fall}}}
 services:
   - name: www.example.hk
     pools: [{{name: main, endpoints: [{{link: cn2}}]}}]
@@ -63,8 +64,9 @@ class _Event:
     ok: bool = field(compare=False, default=True)
 
 
-def load(interval: float) -> Config:
-    return parse_config(CONFIG.format(interval=interval), source="bench/loss_detection.py")
+def load(interval: float, window: int = 10, fall: int = 3) -> Config:
+    return parse_config(CONFIG.format(interval=interval, window=window, fall=fall),
+                        source="bench/loss_detection.py")
 
 
 def run(cfg: Config, rng: random.Random, *, onset: float, loss: float, until: float,
@@ -165,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--interval", type=float, default=0.2, help="probe interval (s)")
+    ap.add_argument("--window", type=int, default=10, help="health.window (default 10)")
+    ap.add_argument("--fall", type=int, default=3, help="health.fall (default 3)")
     ap.add_argument("--rtt", type=float, default=0.002, help="rtt of an answered probe (s)")
     ap.add_argument("--loss", type=float, default=0.2, help="loss after the onset")
     ap.add_argument("--bound", type=float, default=3.0, help="detection bound (s)")
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="no doubt from overdue probes (the cadence before it, to compare)")
     ap.add_argument("--minutes", type=float, default=10.0, help="length of a steady run")
     args = ap.parse_args(argv)
-    cfg = load(args.interval)
+    cfg = load(args.interval, args.window, args.fall)
     onset = 5.0
     times: list[float] = []
     missed = 0

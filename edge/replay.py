@@ -116,7 +116,8 @@ class Replayer:
         self._now = 0.0
         self.tracker = HealthTracker(config.health,
                                      {lk.name: lk.thresholds for lk in config.links},
-                                     clock=lambda: self._now)
+                                     clock=lambda: self._now,
+                                     regions=config.target_regions())
         self._windows: dict[PathKey, Window] = {}
         self._targets = {t.name: t for t in config.targets}
         self._tick_s = tick_s

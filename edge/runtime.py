@@ -84,7 +84,8 @@ class Engine:
         self.backends = list(backends)
         self.tracker = HealthTracker(config.health,
                                      {lk.name: lk.thresholds for lk in config.links},
-                                     on_transition=on_transition)
+                                     on_transition=on_transition,
+                                     regions=config.target_regions())
         self.steering = Steering(config, transform=_anycast)
         self.state_dir = state_dir(config)
         self._on_plan = on_plan
@@ -125,7 +126,7 @@ class Engine:
         if self.state_dir is not None:
             persisted = load_engine_state(self.state_dir)
             if persisted is not None:
-                self.tracker.seed(persisted.links)
+                self.tracker.seed(persisted.links, toward=persisted.toward)
                 self.steering.adopt(persisted.plan)
                 self._dirty_backends = {b.name for b in self.backends}
                 log.info("starting from the state saved at %.3f: %s", persisted.saved_at,
@@ -162,7 +163,8 @@ class Engine:
         """Plan from ``config`` from the next cycle on (health state is kept)."""
         self.config = config
         self.steering.config = config
-        self.tracker.reconfigure(config.health, {lk.name: lk.thresholds for lk in config.links})
+        self.tracker.reconfigure(config.health, {lk.name: lk.thresholds for lk in config.links},
+                                 regions=config.target_regions())
         self.state_dir = state_dir(config)
         self._changed.set()
 

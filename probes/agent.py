@@ -102,8 +102,9 @@ def plan_paths(
 
 
 def _probe_identity(spec: TargetSpec) -> TargetSpec:
-    """What a window's samples are about: the spec without its timing and link list."""
-    return dataclasses.replace(spec, interval_s=0.0, timeout_s=0.0, links=())
+    """What a window's samples are about: the spec without its timing, link list and
+    region."""
+    return dataclasses.replace(spec, interval_s=0.0, timeout_s=0.0, links=(), region=None)
 
 
 class Agent:

@@ -33,6 +33,10 @@ class TargetSpec:
     transport: Literal["udp", "tcp"] = "udp"
     expect_rcode: str = "NOERROR"
     expect_answer: str | None = None
+    # where the target is (a region code, as in segments' ``regions``): the rtt measured
+    # toward it over a link is that link's site's latency toward the region (nearest
+    # routing blends it in; edge.health.tracker, edge.steering.planner)
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import maxminddb
@@ -113,7 +114,8 @@ def health_for(config: Config, states: list[str]) -> tuple[HealthSnapshot, str]:
         what = "assumed up" if not states else "what-if --state"
         return snapshot_from_states(config, states), what
     now = time.time()
-    links = {name: LinkHealth(name, st, now, f"persisted by the engine ({st})")
+    links = {name: LinkHealth(name, st, now, f"persisted by the engine ({st})",
+                              toward=persisted.toward.get(name, MappingProxyType({})))
              for name, st in persisted.links.items()}
     return HealthSnapshot(version=1, taken_at=now, links=links), (
         f"engine state saved at {time.strftime('%H:%M:%S', time.localtime(persisted.saved_at))}")

@@ -462,7 +462,8 @@ class Builder:
             path=o.get("path"), scheme=scheme, expect_status=statuses,
             body_match=o.get("body_match"), qname=o.get("qname"), qtype=o.get("qtype"),
             transport=o.get("transport"), expect_rcode=o.get("expect_rcode"),
-            expect_answer=o.get("expect_answer"))
+            expect_answer=o.get("expect_answer"),
+            region=o.get("region"))
 
     def zone(self, o: Obj) -> Zone:
         name = o.get("name")

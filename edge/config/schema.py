@@ -387,6 +387,10 @@ class Config:
     # problems that do not make the config invalid (``edgesteer check`` lists them)
     warnings: tuple[ConfigError, ...] = field(default=(), compare=False)
 
+    def target_regions(self) -> dict[str, str]:
+        """Target name -> the region it stands in, for the targets that name one."""
+        return {t.name: t.region for t in self.targets if t.region is not None}
+
     def link(self, name: str) -> Link:
         for link in self.links:
             if link.name == name:

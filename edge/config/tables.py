@@ -198,6 +198,9 @@ LINK = _section("link", "An upstream of this node (carrier or exchange).", {
                   "distance); must name a site"),
 })
 
+REGION = Scalar("string", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
+                what="a region code (e.g. GD, CN-GD, or a region of an operator map)")
+
 _HTTP, _DNS = ("http",), ("dns",)
 TARGET = _section("target", "What a probe measures toward.", {
     "name": Field(NAME, "unique target name", required=True),
@@ -213,6 +216,9 @@ TARGET = _section("target", "What a probe measures toward.", {
                      f"{d.TARGET_TIMEOUT_S:g}, or interval x {d.TARGET_TIMEOUT_INTERVALS:g} "
                      "when that is shorter", default=d.TARGET_TIMEOUT_S),
     "links": Field(_names("link"), "links to probe over; default: all"),
+    "region": Field(REGION, "where the target is, as a segment's regions name it: the rtt "
+                    "measured toward it over a link ranks that link's site for those "
+                    "segments under routing: nearest"),
     "path": Field(Scalar("string", pattern=r"/.*", what="a path starting with /"),
                   "HTTP path", default=d.HTTP_PATH, kinds=_HTTP),
     "scheme": Field(Scalar("string", enum=("http", "https")), "http or https",
@@ -260,9 +266,6 @@ LINE = _section("line", "An ISP line, by ASNs and/or CIDRs.", {
     "asns": Field(ListOf(ASN, what="a list of AS numbers"), "AS numbers", default=()),
     "cidrs": Field(ListOf(CIDR, what="a list of CIDRs"), "networks", default=()),
 })
-
-REGION = Scalar("string", pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}",
-                what="a region code (e.g. GD, CN-GD, or a region of an operator map)")
 
 SEGMENT = _section("segment", "A set of users; segments match in order, first match wins.", {
     "name": Field(NAME, "unique segment name; `default` is reserved", required=True),

@@ -65,6 +65,9 @@ class PathHealth:
     settled: HealthState | None = None
 
 
+_NO_TOWARD: Mapping[str, float] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class LinkHealth:
     """Health of a link, combined from the paths measured over it."""
@@ -78,6 +81,9 @@ class LinkHealth:
     # that falls from DEGRADED at the degraded weight until it is DOWN: a ramp, not 50 %
     # -> 100 % -> out)
     falling_from: HealthState | None = None
+    # region -> rtt (ms) measured over this link toward targets in that region: the best
+    # p50 of its serving paths, moved only by a clear change (edge.health.coverage)
+    toward: Mapping[str, float] = field(default_factory=lambda: _NO_TOWARD)
 
 
 _NO_LINKS: Mapping[str, LinkHealth] = MappingProxyType({})

@@ -11,10 +11,11 @@ Between the quorum and the published link state sit two holds and the damping:
   ``stale_grace_s`` more, then becomes UNKNOWN (serving: staleness is not failure);
 * flap damping (``edge.health.damping``): a suppressed link is published DOWN.
 
-Snapshot versioning: ``version`` goes up exactly when some *link* state changes (what the
-planner acts on). Path states and quality figures are refreshed in every snapshot without a
-version bump, so two snapshots with the same version agree on every link state but may
-show newer figures.
+Snapshot versioning: ``version`` goes up exactly when some *link* state changes, or a
+link's reported latency toward a region (``LinkHealth.toward``, edge.health.coverage)
+moves: what the planner acts on. Path states and quality figures are refreshed in every
+snapshot without a version bump, so two snapshots with the same version agree on every
+link state but may show newer figures.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from edge.config.schema import HealthSettings, Thresholds
+from edge.health.coverage import toward
 from edge.health.damping import Damping, flap, is_flap, reuse_in, settle
 from edge.health.machine import Transition, stale, step
 from edge.health.quorum import combine
@@ -49,6 +51,10 @@ class _Seed:
     first_data: float | None = None
 
 
+def _show(figures: Mapping[str, float]) -> str:
+    return ", ".join(f"{r} {ms:g} ms" for r, ms in figures.items()) or "none"
+
+
 class HealthTracker:
     """Per-path state machines, combined per link, published as a versioned snapshot.
 
@@ -59,9 +65,11 @@ class HealthTracker:
 
     def __init__(self, settings: HealthSettings, thresholds: Mapping[str, Thresholds], *,
                  on_transition: TransitionListener | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 regions: Mapping[str, str] | None = None) -> None:
         self._settings = settings
         self._thresholds = dict(thresholds)
+        self._regions = dict(regions or {})  # target -> region (edge.health.coverage)
         self._on_transition = on_transition
         self._clock = clock
         self._paths: dict[PathKey, PathHealth] = {}
@@ -79,30 +87,37 @@ class HealthTracker:
 
     # --- state in -------------------------------------------------------------------
 
-    def seed(self, links: Mapping[str, HealthState], *, at: float | None = None) -> None:
+    def seed(self, links: Mapping[str, HealthState], *, at: float | None = None,
+             toward: Mapping[str, Mapping[str, float]] | None = None) -> None:
         """Start from persisted (or assumed) link states.
 
         The paths of a link seeded DOWN (or RISING) whose first measurement comes within
         ``stale_after_s`` of the link's first data (one round of probes) must come back
         through RISING; paths of links seeded otherwise, or first seen later, start cold. A
         seeded link with no data for ``stale_after_s`` after ``at`` becomes UNKNOWN.
+        ``toward``: the links' persisted latencies toward regions (kept until measurements
+        clearly move them, edge.health.coverage).
         """
         when = self._clock() if at is None else at
         changed = False
         for name, state in links.items():
             self._seeded[name] = _Seed(state, when)
             old = self._links.get(name)
+            figures = (toward or {}).get(name)
             self._links[name] = LinkHealth(link=name, state=state, since=when,
-                                           reason=f"seeded {state} (no data yet)")
+                                           reason=f"seeded {state} (no data yet)",
+                                           toward=MappingProxyType(dict(figures or {})))
             self._under[name] = self._links[name]
             changed |= old is None or old.state is not state
         self._touch(when, bump=changed)
 
-    def reconfigure(self, settings: HealthSettings, thresholds: Mapping[str, Thresholds]) -> None:
-        """New settings and bands (a config reload); states and windows are kept, new links
-        appear UNKNOWN. Takes effect from the next measurement."""
+    def reconfigure(self, settings: HealthSettings, thresholds: Mapping[str, Thresholds], *,
+                    regions: Mapping[str, str] | None = None) -> None:
+        """New settings, bands and target regions (a config reload); states and windows are
+        kept, new links appear UNKNOWN. Takes effect from the next measurement."""
         self._settings = settings
         self._thresholds = dict(thresholds)
+        self._regions = dict(regions or {})
         for name in self._thresholds:
             if name not in self._links:
                 self._links[name] = self._under[name] = LinkHealth(
@@ -236,13 +251,21 @@ class HealthTracker:
             new = replace(new, falling_from=origin)
         if previous is not None and previous.state is new.state:
             new = replace(new, since=previous.since)
+        reported = previous.toward if previous is not None else None
+        figures = toward(paths, self._regions, reported or {})
+        if figures:
+            new = replace(new, toward=figures)
         self._links[link] = new
         old_state = previous.state if previous is not None else HealthState.UNKNOWN
         changed = old_state is not new.state
         if changed:
             log.info("link %s: %s -> %s: %s", link, old_state, new.state, new.reason)
-        self._touch(now, bump=changed)
-        return changed
+        moved = reported is not None and figures != reported
+        if moved:
+            log.info("link %s: rtt toward regions now %s (was %s)", link,
+                     _show(figures), _show(reported or {}))
+        self._touch(now, bump=changed or moved)
+        return changed or moved
 
     def _hold(self, link: str, under: LinkHealth, under_prev: LinkHealth | None,
               now: float) -> LinkHealth:

@@ -22,8 +22,6 @@ to that), faster:
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 from collections.abc import ItemsView, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import compress
@@ -38,8 +36,9 @@ from edge.steering.planner import (
     Static,
     answer_set,
     config_identity,
+    digest_with,
     rules,
-    segment_location,
+    segment_place,
     static_candidates,
 )
 
@@ -225,6 +224,16 @@ class _Group:
     static: Static
 
 
+# what a plan reads of a link: its state, and its latency toward regions (nearest routing)
+_LinkInput = tuple[HealthState, Mapping[str, float]]
+
+
+def _moved(new: _LinkInput | None, old: _LinkInput | None) -> bool:
+    if new is None or old is None:
+        return new is not old
+    return new[0] is not old[0] or (new[1] is not old[1] and new[1] != old[1])
+
+
 class IncrementalPlanner:
     """Holds the last plan and recomputes what a link change touches."""
 
@@ -254,9 +263,9 @@ class IncrementalPlanner:
             rl = rules(config, svc)
             nearest = svc.routing == "nearest"
             if nearest:
-                # the answer set depends on the segment's location too: it joins the group
-                # key, as a last element no pool name can be (NUL-led)
-                rl = tuple((seg, (*pools, f"\0{segment_location(config, svc, seg)!r}"))
+                # the answer set depends on the segment's location and regions too: they
+                # join the group key, as a last element no pool name can be (NUL-led)
+                rl = tuple((seg, (*pools, f"\0{segment_place(config, svc, seg)}"))
                            for seg, pools in rl)
             layout = layouts.get(rl)
             if layout is None:  # services with equal rules share it (generated policies)
@@ -279,7 +288,7 @@ class IncrementalPlanner:
         self._where = Where(where, size)
         self._results: list[AnswerSet] = []
         self._cache: list[dict[str, AnswerSet] | None] = []
-        self._states: dict[str, HealthState] = {}
+        self._states: dict[str, _LinkInput] = {}
         self.recomputed = 0  # groups recomputed by the last call (for benchmarks and tests)
 
     @staticmethod
@@ -294,9 +303,7 @@ class IncrementalPlanner:
         return _Group(svc, pools, segment, links, static)
 
     def _digest(self, snapshot: HealthSnapshot) -> str:
-        body = {"config": self._identity, "snapshot": snapshot.version,
-                "links": sorted((name, str(lh.state)) for name, lh in snapshot.links.items())}
-        return hashlib.sha256(json.dumps(body).encode()).hexdigest()[:16]
+        return digest_with(self._identity, snapshot)
 
     def _compute(self, gi: int, snapshot: HealthSnapshot, memo: PlanMemo) -> AnswerSet:
         g = self._groups[gi]
@@ -314,7 +321,7 @@ class IncrementalPlanner:
                 gc.enable()
 
     def _plan(self, snapshot: HealthSnapshot, *, version: int, now: float) -> Plan:
-        states = {name: lh.state for name, lh in snapshot.links.items()}
+        states = {name: (lh.state, lh.toward) for name, lh in snapshot.links.items()}
         if not self._results and self._groups:
             config = self.config
             memo = PlanMemo()  # the statics live as long as the planner: one for all
@@ -326,7 +333,7 @@ class IncrementalPlanner:
             self.recomputed = len(self._groups)
         else:
             changed = {n for n in set(states) | set(self._states)
-                       if states.get(n) is not self._states.get(n)}
+                       if _moved(states.get(n), self._states.get(n))}
             touched = sorted({gi for link in changed for gi in self._by_link.get(link, ())})
             if touched:
                 # copy-on-write: the previous plan keeps its lists

@@ -61,9 +61,12 @@ configured weight, x ``degraded_weight`` when DEGRADED, 0 when not serving.
    spreads over the tier's OTHER sites together in proportion to their capacity, capped
    (``nearest.spill``), not onto the single next-nearest one; under ``spill: capacity``,
    when the first tier is below its threshold, what the tier cannot take goes on to the
-   next tiers (step 6; one ``spill.capacity`` reason tells it all). Measured rtt toward the
-   segment is not blended in: the snapshot's link rtt is toward the probe targets, not the
-   segment, and plans change only with link states. A segment without a location (the
+   next tiers (step 6; one ``spill.capacity`` reason tells it all). Measured latency is
+   blended in where probes cover the segment: a site's measured rtt is the lowest that
+   its candidate links report toward one of the segment's ``regions`` (``LinkHealth.toward``:
+   targets that name their ``region``; a figure moves only on a clear change,
+   edge.health.coverage), and ``rank_sites`` scores it 0.7 x measured + 0.3 x the
+   distance estimate. A segment without a location (the
    implicit ``default`` always) is planned as ``weighted`` (``nearest.no_location``).
    A segment with a location but no rule of its own gets the default rule's pools under
    its own key (``rules``), so a located segment needs no policy rule to be served from
@@ -594,7 +597,7 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
     if _extended(config, service):
         memo = None  # its candidates are remade per rule (min_healthy): nothing to share
         choice = _choose_extended(config, service, segment, cands, policy, reasons,
-                                  static.tiers)
+                                  static.tiers, snapshot)
     else:
         choice = _choose(cands, service.failover_threshold, config.guard.fail_open, reasons,
                          policy, static.tiers, memo)
@@ -668,21 +671,58 @@ def _extended(config: Config, service: Service) -> bool:
 
 
 Place = tuple[float, float]
-_GEO: dict[int, tuple[Config, dict[str, Place | None], dict[str, Place]]] = {}
+_Places = tuple[dict[str, Place | None], dict[str, Place], dict[str, tuple[str, ...]]]
+_GEO: dict[int, tuple[Config, _Places]] = {}
 
 
-def _places(config: Config) -> tuple[dict[str, Place | None], dict[str, Place]]:
-    """(site -> location, segment -> location), cached per config object."""
+def _places(config: Config) -> _Places:
+    """(site -> location, segment -> location, segment -> its regions, sorted), cached per
+    config object."""
     hit = _GEO.get(id(config))
     if hit is not None and hit[0] is config:
-        return hit[1], hit[2]
+        return hit[1]
     if len(_GEO) >= 8:
         _GEO.clear()
     sites = {s.name: (s.location.lat, s.location.lon) if s.location is not None else None
              for s in config.sites}
     segments = {seg.name: seg.location for seg in config.segments if seg.location is not None}
-    _GEO[id(config)] = (config, sites, segments)
-    return sites, segments
+    regions = {seg.name: tuple(sorted(seg.regions)) for seg in config.segments if seg.regions}
+    places = _GEO[id(config)] = (config, (sites, segments, regions))
+    return places[1]
+
+
+class _Where(NamedTuple):
+    """Where nearest routing measures a segment from: its location, its regions (for the
+    measured latency toward them) and the links' health (which reports it)."""
+
+    place: Place
+    regions: tuple[str, ...]
+    links: Mapping[str, LinkHealth]
+
+    def measured(self, members: list[Candidate]) -> dict[str, float]:
+        """Site -> the lowest rtt (ms) its candidates' links report toward the regions."""
+        out: dict[str, float] = {}
+        if not self.regions:
+            return out
+        for c in members:
+            lh = self.links.get(c.link)
+            if lh is None or not lh.toward:
+                continue
+            for region in self.regions:
+                ms = lh.toward.get(region)
+                site = _site_of(c)
+                if ms is not None and ms < out.get(site, float("inf")):
+                    out[site] = ms
+        return out
+
+
+def segment_place(config: Config, service: Service, segment: str) -> str | None:
+    """What of ``segment`` besides its name an answer set of ``service`` depends on (its
+    location and regions under nearest routing), as a key; None: nothing."""
+    where = segment_location(config, service, segment)
+    if where is None:
+        return None
+    return repr((where, _places(config)[2].get(segment, ())))
 
 
 def segment_location(config: Config, service: Service, segment: str) -> Place | None:
@@ -695,13 +735,16 @@ def segment_location(config: Config, service: Service, segment: str) -> Place | 
 
 def _choose_extended(config: Config, service: Service, segment: str,
                      cands: tuple[Candidate, ...], policy: str,
-                     reasons: list[Reason], layout: TierLayout | None = None
-                     ) -> _Choice | None:
+                     reasons: list[Reason], layout: TierLayout | None = None,
+                     snapshot: HealthSnapshot | None = None) -> _Choice | None:
     """Steps 2-4 with min_healthy, capacity spill and nearest routing (docstring 5-7)."""
     dw = config.health.degraded_weight
     threshold = service.failover_threshold
     cands = _min_healthy(service, cands, policy, reasons)
-    where = segment_location(config, service, segment)
+    located = segment_location(config, service, segment)
+    where = None if located is None else _Where(
+        located, _places(config)[2].get(segment, ()),
+        snapshot.links if snapshot is not None else {})
     if service.routing == "nearest" and where is None:
         reasons.append(_reason("nearest.no_location", "this segment has no location: nearest "
                                "routing degrades to weighted"))
@@ -768,22 +811,24 @@ def _site_of(c: Candidate) -> str:
     return c.site if c.site is not None else "(no site)"
 
 
-def _split_nearest(config: Config, members: list[Candidate], where: Place,
+def _split_nearest(config: Config, members: list[Candidate], where: _Where,
                    reasons: list[Reason]) -> tuple[list[Candidate], list[Candidate], str] | None:
     """(the nearest site's candidates, the others', its name); None: no site has weight."""
     located = _places(config)[0]
     totals: dict[str, float] = {}
     for c in members:
         totals[_site_of(c)] = totals.get(_site_of(c), 0.0) + c.weight
-    ranked = rank_sites(where, [(site, located.get(site)) for site in totals])
+    ranked = rank_sites(where.place, [(site, located.get(site)) for site in totals],
+                        where.measured(members))
     pick = next((r for r in ranked if totals[r.site] > 0), None)
     if pick is None:
         return None
     ranking = tuple(r.reason for r in ranked)
     reasons.append(_reason(
-        "nearest.ranked", f"nearest first from ({where[0]:g}, {where[1]:g}): "
+        "nearest.ranked", f"nearest first from ({where.place[0]:g}, {where.place[1]:g})"
+        + (f", measured toward {', '.join(where.regions)}" if where.regions else "") + ": "
         + "; ".join(f"{i}. {text}" for i, text in enumerate(ranking, 1))
-        + f"; site {pick.site} serves first", location=where, ranking=ranking,
+        + f"; site {pick.site} serves first", location=where.place, ranking=ranking,
         site=pick.site))
     head = [c for c in members if _site_of(c) == pick.site]
     rest = [c for c in members if _site_of(c) != pick.site]
@@ -828,7 +873,7 @@ def _share(groups: list[list[Candidate]], labels: list[str], demand: float, dw: 
 
 
 def _spill(config: Config, cands: tuple[Candidate, ...], threshold: float, dw: float,
-           where: Place | None, reasons: list[Reason]) -> _Choice | None:
+           where: _Where | None, reasons: list[Reason]) -> _Choice | None:
     """spill: capacity (docstring, step 6); None: the first tier serves alone, or nothing
     can serve (steps 2-4 decide)."""
     totals: dict[int, float] = {}
@@ -863,7 +908,7 @@ def _spill(config: Config, cands: tuple[Candidate, ...], threshold: float, dw: f
 
 
 def _nearest(config: Config, cands: tuple[Candidate, ...], choice: _Choice, dw: float,
-             where: Place, reasons: list[Reason]) -> _Choice:
+             where: _Where, reasons: list[Reason]) -> _Choice:
     """routing: nearest inside the tier that serves (docstring, step 7)."""
     members = [c for c in cands if c.tier == choice.tier]
     local: list[Reason] = []
@@ -909,13 +954,13 @@ def _config_identity(config: Config) -> str:
                for p in svc.pools),
          rules(config, svc))
         for svc in config.services)
-    sites, segments = _places(config)
+    sites, segments, regions = _places(config)
     buf = io.BytesIO()
     pickler = pickle.Pickler(buf, protocol=5)
     pickler.fast = True
     pickler.dump((config.source, links, services, repr(config.guard),
                   config.health.degraded_weight, tuple(sites.items()),
-                  tuple(segments.items())))
+                  tuple(segments.items()), tuple(regions.items())))
     return hashlib.sha256(buf.getvalue()).hexdigest()
 
 
@@ -940,10 +985,15 @@ def config_identity(config: Config) -> str:
 
 def inputs_digest(config: Config, snapshot: HealthSnapshot) -> str:
     """Identity of the plan's inputs: the config (source and content the planner reads) and
-    the snapshot's version and link states."""
-    body = {"config": config_identity(config),
-            "snapshot": snapshot.version,
-            "links": sorted((name, str(lh.state)) for name, lh in snapshot.links.items())}
+    the snapshot's version, link states and latencies toward regions."""
+    return digest_with(config_identity(config), snapshot)
+
+
+def digest_with(identity: str, snapshot: HealthSnapshot) -> str:
+    """``inputs_digest`` from the config's ``config_identity``, computed already."""
+    body = {"config": identity, "snapshot": snapshot.version,
+            "links": sorted((name, str(lh.state), sorted(lh.toward.items()))
+                            for name, lh in snapshot.links.items())}
     return hashlib.sha256(json.dumps(body).encode()).hexdigest()[:16]
 
 
@@ -972,5 +1022,5 @@ def plan(config: Config, snapshot: HealthSnapshot, *, version: int, now: float) 
 
 
 __all__ = ["Candidate", "PlanMemo", "PoolPart", "Static", "answer_set", "candidates",
-           "config_identity", "inputs_digest", "plan", "plan_key_order", "rules",
-           "segment_location", "static_candidates"]
+           "config_identity", "digest_with", "inputs_digest", "plan", "plan_key_order", "rules",
+           "segment_location", "segment_place", "static_candidates"]

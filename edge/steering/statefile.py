@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -85,12 +85,16 @@ class EngineState:
     saved_at: float
     links: Mapping[str, HealthState]
     plan: Plan | None
+    # link -> region -> rtt ms (LinkHealth.toward): nearest routing ranks with it
+    toward: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: MappingProxyType({}))
 
 
 def save_engine_state(directory: Path, snapshot: HealthSnapshot, plan: Plan | None,
                       now: float) -> None:
     body = {"format": FORMAT, "saved_at": now,
-            "links": {name: {"state": str(lh.state), "since": lh.since, "reason": lh.reason}
+            "links": {name: {"state": str(lh.state), "since": lh.since, "reason": lh.reason,
+                             **({"toward": dict(lh.toward)} if lh.toward else {})}
                       for name, lh in snapshot.links.items()},
             "plan": plan.to_json() if plan is not None else None}
     write_json_atomic(directory / ENGINE_FILE, body)
@@ -107,7 +111,10 @@ def load_engine_state(directory: Path) -> EngineState | None:
             raise StateFileError(f"{path}: not an edgesteer engine state (format {FORMAT})")
         links = {str(k): HealthState(v["state"]) for k, v in body["links"].items()}
         plan = plan_from_json(body["plan"]) if body.get("plan") else None
-        return EngineState(float(body["saved_at"]), MappingProxyType(links), plan)
+        toward = {str(k): MappingProxyType({str(r): float(ms) for r, ms in v["toward"].items()})
+                  for k, v in body["links"].items() if v.get("toward")}
+        return EngineState(float(body["saved_at"]), MappingProxyType(links), plan,
+                           MappingProxyType(toward))
     except StateFileError as exc:
         log.warning("ignoring the engine state, starting from defaults: %s", exc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
