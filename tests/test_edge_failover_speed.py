@@ -22,7 +22,9 @@ lost probe is among the first 4 after the onset (the bound is then attainable) a
 evidence, counted in probes, needs 15 or more (so 200 ms probing alone takes over 3 s: the
 faster probing of a path in doubt, probes/agent.py, is what makes the bound). The measured
 distribution over all seeds (issue 4, seeds 100..139 end to end here): 37 of 40 under 3 s,
-28 of 40 before the faster probing in doubt; in simulation 87 % (before: 70 %).
+p50 1.63 s, p95 3.27 s (28 of 40 before the faster probing in doubt); in simulation
+(bench/loss_detection.py) 90.6 % (70 % before). docs/benchmarks.md has the trade-off
+against false DOWNs on a lightly lossy link and the decision.
 
 Run with ``-s`` to see the measured times.
 """

@@ -207,3 +207,38 @@ def test_latencies_survive_a_restart(tmp_path: Path, config: Config) -> None:
     assert links_of(served(config, again, "manila")) == links_of(served(config, before,
                                                                         "manila"))
     assert links_of(served(config, again, "manila")) == {"singtel"}
+
+
+SINGTEL = "  - {name: singtel, priority: 1, site: sg, answers: {v4: [203.0.113.3]}}\n"
+FALLBACK = CONFIG.replace(SINGTEL, SINGTEL + """\
+  - {name: spare-hk, priority: 2, site: hk, answers: {v4: [198.51.100.1]}}
+  - {name: spare-sg, priority: 2, site: sg, answers: {v4: [198.51.100.3]}}
+""").replace("""        endpoints: [{link: cn2}, {link: singtel}]
+""", """        endpoints: [{link: cn2}, {link: singtel}]
+        all_down: fallback
+        fallback: spare
+      - name: spare
+        endpoints: [{link: spare-hk}, {link: spare-sg}]
+policies:
+  - service: www.example.hk
+    rules:
+      - {segment: manila-geo, pools: [edge]}
+      - {segment: default, pools: [edge, spare]}
+""")
+
+
+def test_the_fallback_pool_is_served_nearest_first(tmp_path: Path) -> None:
+    path = tmp_path / "edgesteer.yaml"
+    path.write_text(FALLBACK)
+    cfg = load_config(path)
+    states = {"cn2": S.DOWN, "singtel": S.DOWN, "spare-hk": S.UP, "spare-sg": S.UP}
+    a = served(cfg, b.snapshot(states), "manila-geo")
+    assert links_of(a) == {"spare-hk"}
+    assert [r.code for r in a.reasons].count("all_down.fallback") == 1
+    assert "site hk serves first" in ranked(a)
+    # the nearest fallback site down: the other one takes its share
+    states["spare-hk"] = S.DOWN
+    assert links_of(served(cfg, b.snapshot(states), "manila-geo")) == {"spare-sg"}
+    # every fallback endpoint down: the whole pool, whatever its health
+    states["spare-sg"] = S.DOWN
+    assert links_of(served(cfg, b.snapshot(states), "manila-geo")) == {"spare-hk", "spare-sg"}

@@ -54,10 +54,12 @@ RISING: edge.health.cadence), at interval / ``fast_probe_factor``, and its windo
 spans ``window`` target intervals rather than ``window`` samples (probes/window.py), so
 two losses *sent* within that span count together even though each lost probe enters the
 window only at its timeout, behind the faster probes sent after it. At the target's own
-cadence that window is the count window, so nothing here changes meaning. Random 20 % loss
-still has a tail no two-loss rule can remove: the first lost probe may simply come late
-(no loss in the first 12 probes: 7 %), which bounds even an oracle to about 92 % of runs
-under 3 s with 0.4 s timeouts.
+cadence that window is the count window, so nothing here changes meaning. Doubt starts
+as soon as a probe is overdue (probes.cadence.overdue_after), before its timeout confirms
+the loss. Random 20 % loss still has a tail no two-loss rule can remove: the first lost
+probe may simply come late (no loss in the first 12 probes: 7 %), which bounds even an
+oracle to about 92 % of runs under 3 s with 0.4 s timeouts (docs/benchmarks.md: the
+trade-off against false DOWNs on a lightly lossy link, and the default chosen).
 
 Warm-up: a window holding fewer than ``warmup_samples(hs)`` = min(window, WARMUP_SAMPLES)
 samples gives no verdict (grade WARMING): the path keeps its state (UNKNOWN at a cold

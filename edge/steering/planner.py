@@ -66,7 +66,9 @@ configured weight, x ``degraded_weight`` when DEGRADED, 0 when not serving.
    its candidate links report toward one of the segment's ``regions`` (``LinkHealth.toward``:
    targets that name their ``region``; a figure moves only on a clear change,
    edge.health.coverage), and ``rank_sites`` scores it 0.7 x measured + 0.3 x the
-   distance estimate. A segment without a location (the
+   distance estimate. The fallback pool of an ``all_down: fallback`` rule is served
+   nearest first the same way (its live endpoints; when none is live it serves whole,
+   whatever its health, as always). A segment without a location (the
    implicit ``default`` always) is planned as ``weighted`` (``nearest.no_location``).
    A segment with a location but no rule of its own gets the default rule's pools under
    its own key (``rules``), so a located segment needs no policy rule to be served from
@@ -610,6 +612,9 @@ def answer_set(config: Config, service: Service, segment: str, pools: tuple[str,
         if fb:
             choice = _Choice(min(c.tier for c in fb), weighted_fb or fb,
                              equal_weights=not weighted_fb)
+            where = _where(config, service, segment, snapshot)
+            if where is not None and weighted_fb:  # nearest first here too (step 7)
+                choice = _nearest(config, weighted_fb, choice, dw, where, reasons)
     if choice is None:
         answers: tuple[WeightedAnswer, ...] = ()
     elif memo is None:
@@ -716,6 +721,16 @@ class _Where(NamedTuple):
         return out
 
 
+def _where(config: Config, service: Service, segment: str,
+           snapshot: HealthSnapshot | None) -> _Where | None:
+    """Where nearest routing measures ``segment`` from (None: it does not)."""
+    located = segment_location(config, service, segment)
+    if located is None:
+        return None
+    return _Where(located, _places(config)[2].get(segment, ()),
+                  snapshot.links if snapshot is not None else {})
+
+
 def segment_place(config: Config, service: Service, segment: str) -> str | None:
     """What of ``segment`` besides its name an answer set of ``service`` depends on (its
     location and regions under nearest routing), as a key; None: nothing."""
@@ -741,10 +756,7 @@ def _choose_extended(config: Config, service: Service, segment: str,
     dw = config.health.degraded_weight
     threshold = service.failover_threshold
     cands = _min_healthy(service, cands, policy, reasons)
-    located = segment_location(config, service, segment)
-    where = None if located is None else _Where(
-        located, _places(config)[2].get(segment, ()),
-        snapshot.links if snapshot is not None else {})
+    where = _where(config, service, segment, snapshot)
     if service.routing == "nearest" and where is None:
         reasons.append(_reason("nearest.no_location", "this segment has no location: nearest "
                                "routing degrades to weighted"))
