@@ -35,6 +35,7 @@ from edge.health.tracker import HealthTracker
 from probes.cadence import fast_interval, overdue_after, path_window
 from probes.measurement import PathKey, ProbeError, ProbeKind, Sample
 from probes.schedule import max_overlap
+from probes.window import percentile
 
 CONFIG = """
 version: 1
@@ -159,8 +160,8 @@ def run(cfg: Config, rng: random.Random, *, onset: float, loss: float, until: fl
 
 
 def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+    got = percentile(sorted(values), p)
+    return got if got is not None else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

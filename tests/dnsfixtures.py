@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import cast
@@ -17,6 +18,7 @@ import dns.message
 import dns.rdatatype
 import netaddr
 
+from dns_backends.builtin.server import BuiltinDnsServer
 from edge.config.schema import Endpoint, Pool, Service, Zone
 from edge.plan import AnswerSet, Plan, RRType, WeightedAnswer
 from geo.segment import Segment, SegmentMatcher
@@ -117,6 +119,21 @@ class RawUdp(asyncio.DatagramProtocol):
     async def recv(self) -> bytes:
         async with asyncio.timeout(2.0):
             return await self.received.get()
+
+
+@contextlib.asynccontextmanager
+async def serving(zones: Sequence[Zone], matcher: SegmentMatcher, served: Plan, *,
+                  udp_batch: bool = False) -> AsyncIterator[int]:
+    """A BuiltinDnsServer for ``service()`` on a free loopback port with ``served``
+    applied (seeded answer order); yields its port."""
+    srv = BuiltinDnsServer(list(zones), [service()], matcher, [("127.0.0.1", 0)],
+                           rng=random.Random(1), udp_batch=udp_batch)
+    await srv.start()
+    await srv.apply(served)
+    try:
+        yield srv.bound[0][1]
+    finally:
+        await srv.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -6,13 +6,11 @@ the loop keeps serving) and their text output is checked.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import AsyncIterator
 
 import pytest
 
-from dns_backends.builtin.server import BuiltinDnsServer
 from tests import dnsfixtures as fx
 
 BIG = "big.hk"
@@ -27,14 +25,8 @@ PLAN = fx.plan(fx.answer_set(["192.0.2.1", "2001:db8::1"], ttl=60),
 @pytest.fixture(params=[False, True], ids=["transport", "recvmmsg"])
 async def port(request: pytest.FixtureRequest) -> AsyncIterator[int]:
     """The server with UDP through the loop's transport, and through recvmmsg batches."""
-    srv = BuiltinDnsServer(ZONES, [fx.service()], MATCHER, [("127.0.0.1", 0)],
-                           rng=random.Random(1), udp_batch=request.param)
-    await srv.start()
-    await srv.apply(PLAN)
-    try:
-        yield srv.bound[0][1]
-    finally:
-        await srv.aclose()
+    async with fx.serving(ZONES, MATCHER, PLAN, udp_batch=request.param) as bound:
+        yield bound
 
 
 

@@ -177,14 +177,8 @@ def test_a_valid_server_cookie_passes_the_rate_limit() -> None:
 
 @pytest.fixture(params=[False, True], ids=["transport", "recvmmsg"])
 async def port(request: pytest.FixtureRequest) -> AsyncIterator[int]:
-    srv = BuiltinDnsServer([fx.zone()], [fx.service()], MATCHER, [("127.0.0.1", 0)],
-                           rng=random.Random(1), udp_batch=request.param)
-    await srv.start()
-    await srv.apply(PLAN)
-    try:
-        yield srv.bound[0][1]
-    finally:
-        await srv.aclose()
+    async with fx.serving([fx.zone()], MATCHER, PLAN, udp_batch=request.param) as bound:
+        yield bound
 
 
 

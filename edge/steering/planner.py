@@ -713,9 +713,9 @@ class _Where(NamedTuple):
             lh = self.links.get(c.link)
             if lh is None or not lh.toward:
                 continue
+            site = _site_of(c)
             for region in self.regions:
                 ms = lh.toward.get(region)
-                site = _site_of(c)
                 if ms is not None and ms < out.get(site, float("inf")):
                     out[site] = ms
         return out
