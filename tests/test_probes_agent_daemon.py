@@ -173,7 +173,8 @@ async def test_metrics_record_reload_and_clean_stop(tmp_path: Path, tcp_port: in
                                                        for r in d.records()))
         text = await scrape(mport)
         assert metric(text, "edgesteer_probes_sent_total", target="lo-tcp") is None
-        assert metric(text, "edgesteer_path_window_samples", **path) == 10.0  # not restarted
+        kept = metric(text, "edgesteer_path_window_samples", **path)  # not restarted
+        assert kept is not None and kept >= 10.0, kept
 
         # a bad config is refused, the running one stays
         cfg.write_text(config(icmp("lo-icmp", "127.0.0.1")).replace("priority: 2",
