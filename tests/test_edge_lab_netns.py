@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 
@@ -74,12 +75,17 @@ async def measure(pair: Pair, spec: TargetSpec, samples: int, limit_s: float) ->
     raise AssertionError("bus closed early")
 
 
-def assert_link_reading(m: Measurement) -> None:
-    """30 ms +- 5 ms jitter and 10 % loss read p50 within +-2 ms, loss within +-3 points."""
+def binomial_bound(p: float, n: int, sigmas: float = 4.0) -> float:
+    """How far a share read from ``n`` independent p-events may honestly stray from ``p``."""
+    return sigmas * math.sqrt(p * (1.0 - p) / n)
+
+
+def assert_link_reading(m: Measurement, loss_within: float = 0.03) -> None:
+    """30 ms +- 5 ms jitter and 10 % loss read p50 within +-2 ms, loss within ``loss_within``."""
     assert m.sent == 300
     assert m.rtt_p50 is not None and m.rtt_min is not None and m.rtt_max is not None
     assert abs(m.rtt_p50 - 0.030) <= 0.002, m
-    assert abs(m.loss - 0.10) <= 0.03, m
+    assert abs(m.loss - 0.10) <= loss_within, m
     # the jitter shows: uniform +-5 ms spans ~10 ms; the estimator sees it (not 0, not huge)
     assert m.rtt_max - m.rtt_min > 0.006
     assert 0.0005 < m.jitter_s < 0.01
@@ -162,7 +168,11 @@ async def test_tcp_connect_reads_an_impaired_link_through_the_forwarder(
     with helper(pair.middle, "edge.lab.forwarder", "left", "right", *IMPAIR):
         spec = TargetSpec("origin", ProbeKind.TCP, pair.server_addr, port, 0.01, 0.4)
         m = await measure(pair, spec, 300, limit_s=30)
-    assert_link_reading(m)
+    # The forwarder draws its seeded loss per frame, and how many frames a probe makes (ACKs,
+    # FIN or RST, retransmits) depends on timing, so which SYNs are lost differs per run: the
+    # reading is a fresh 300-probe sample of 10 % loss (sd 1.7 points). Unlike the ICMP test
+    # (one draw per probe, the same every run) it is held to the sampling error, 4 sd.
+    assert_link_reading(m, loss_within=binomial_bound(0.10, 300))
 
 
 async def test_nothing_crosses_the_middle_without_the_forwarder(
