@@ -1,6 +1,7 @@
 """Measurements per second that one engine ingests from 20 simulated agents over a real Redis.
 
     .venv/bin/python bench/bus.py [--agents 20] [--per-agent 25000] [--paths 50]
+        [--prefill] [--feed-tracker [incremental|full]]
 
 Starts its own redis-server on a free loopback port (no persistence). The agents run in a
 second process (20 RedisStreamsBus publishers, each with its own connection, each with
@@ -87,13 +88,13 @@ def agents_process(url: str, n_agents: int, per_agent: int, paths: int,
 
 
 async def engine(url: str, total: int, ready: asyncio.Event,
-                 feed: bool, prefilled: bool = False) -> tuple[float, int]:
+                 feed: str | None, prefilled: bool = False) -> tuple[float, int]:
     bus = RedisStreamsBus(connect(RedisSettings(url=url)), group="bench", consumer="engine",
                           read_count=256, block_ms=200)
     settings = HealthSettings(window=10, rise=3, fall=3, hold_down_s=10, stale_after_s=1e9,
                               quorum="majority", degraded_weight=0.5,
                               thresholds=DEFAULT_THRESHOLDS)
-    tracker = HealthTracker(settings, {})
+    tracker = HealthTracker(settings, {}, incremental=feed != "full")
     sub = bus.subscribe()
     sub._group_start = "0"  # with --prefill the group is made after the agents: read it all
     await sub._ensure_group()  # the group exists before the agents start
@@ -134,9 +135,11 @@ async def main() -> None:
     p.add_argument("--prefill", action="store_true",
                    help="agents publish everything first; then the engine drains the stream "
                    "alone (its ingest capacity, not bounded by the agents' CPU)")
-    p.add_argument("--feed-tracker", action="store_true",
-                   help="also feed each measurement to a HealthTracker (its cost grows with "
-                   "the paths per link)")
+    p.add_argument("--feed-tracker", nargs="?", const="incremental",
+                   choices=["incremental", "full"],
+                   help="also feed each measurement to a HealthTracker; 'full' re-combines "
+                   "the link from all its paths on every measurement (the reference, whose "
+                   "cost grows with the paths per link)")
     args = p.parse_args()
     total = args.agents * args.per_agent
     workdir = tempfile.mkdtemp(prefix="edgesteer-bench-")
@@ -166,7 +169,7 @@ async def main() -> None:
         peer = redis_benchmark(port, args.peer_requests)
         print(f"engine ingest: {got} measurements from {args.agents} agents in {elapsed:.2f} s"
               f" = {ours:,.0f} measurements/s (read + decode + dedup + ack"
-              f"{' + HealthTracker.feed' if args.feed_tracker else ''})")
+              f"{f' + HealthTracker.feed ({args.feed_tracker})' if args.feed_tracker else ''})")
         print(f"agents publish: {total / publish_s:,.0f} measurements/s "
               f"(batched entries, pipelined XADD MAXLEN ~)")
         print(f"peer redis-benchmark XADD -P 64 (one entry per request): {peer:,.0f} entries/s")

@@ -53,7 +53,8 @@ def test_suppression_never_exceeds_max(gaps: list[float]) -> None:
         t += g
         d = settle(flap(d, t, DS), t, DS)
     if d.suppressed_at is not None:
-        assert not settle(d, d.suppressed_at + DS.max_suppress_s, DS).suppressed
+        # (t + max) - t may come out a hair under max in floating point: 1 us of slack
+        assert not settle(d, d.suppressed_at + DS.max_suppress_s + 1e-6, DS).suppressed
 
 
 def test_disabled_damping_never_suppresses() -> None:

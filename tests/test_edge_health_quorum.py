@@ -85,7 +85,10 @@ def test_since_kept_while_state_holds() -> None:
     assert changed.state is DG and changed.since == 70.0
 
 
-def test_previous_quality_kept_when_all_stale() -> None:
+def test_all_stale_shows_the_paths_last_figures() -> None:
     prev = LinkHealth("cn2", U, 1.0, "x", Quality(rtt_p95=0.05, at=5.0))
-    lh = combine("cn2", paths(UNK), "majority", 50.0, previous=prev)
-    assert lh.state is UNK and lh.quality == prev.quality and "t0" in lh.reason
+    stale = paths(UNK, UNK)
+    lh = combine("cn2", stale, "majority", 50.0, previous=prev)
+    assert lh.state is UNK and "t0" in lh.reason and "t1" in lh.reason
+    # worst case over their last figures; its time is the link's last data (stale grace)
+    assert lh.quality == aggregate(stale) and lh.quality.at == 11.0

@@ -40,6 +40,31 @@ def toward(paths: Iterable[PathHealth], regions: Mapping[str, str],
     ``reported`` itself when nothing changed."""
     if not regions:
         return NOTHING
+    best = _best(paths, regions)
+    out = {}
+    for region, ms in sorted(best.items()):
+        last = reported.get(region)
+        out[region] = last if last is not None and not moved(last, ms) else round(ms, 1)
+    if out == reported:
+        return reported
+    return MappingProxyType(out) if out else NOTHING
+
+
+def holds(paths: Iterable[PathHealth], region: str, regions: Mapping[str, str],
+          reported: Mapping[str, float]) -> bool:
+    """Whether ``toward`` would keep ``reported``'s figure for ``region`` as it is, judged
+    from ``paths`` (which must include every path of the link toward that region): the
+    check a tracker makes after one path toward ``region`` was measured, instead of
+    walking all the link's paths."""
+    ms = _best(paths, regions).get(region)
+    last = reported.get(region)
+    if ms is None or last is None:
+        return ms is None and last is None
+    return not moved(last, ms)
+
+
+def _best(paths: Iterable[PathHealth], regions: Mapping[str, str]) -> dict[str, float]:
+    """Region -> the lowest p50 (ms) of the serving ``paths`` toward it."""
     best: dict[str, float] = {}
     for p in paths:
         region = regions.get(p.path.target)
@@ -49,10 +74,4 @@ def toward(paths: Iterable[PathHealth], regions: Mapping[str, str],
         ms = rtt * 1000.0
         if ms < best.get(region, float("inf")):
             best[region] = ms
-    out = {}
-    for region, ms in sorted(best.items()):
-        last = reported.get(region)
-        out[region] = last if last is not None and not moved(last, ms) else round(ms, 1)
-    if out == reported:
-        return reported
-    return MappingProxyType(out) if out else NOTHING
+    return best

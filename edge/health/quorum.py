@@ -10,13 +10,15 @@ the link is UNKNOWN.
 Quorum of n known paths: ``all`` = n, ``majority`` = n // 2 + 1, ``any`` = 1.
 
 Quality is the worst case over the known paths (highest p50 and p95, highest loss, highest
-jitter, latest time): it is shown to operators and never drives a decision, so it errs on
-the pessimistic side.
+jitter, latest time), or over all paths' last figures when none is known: it is shown to
+operators and never drives a decision, so it errs on the pessimistic side. Its time is
+the link's last data (the stale grace counts from it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 from edge.config.schema import QuorumMode
 from edge.health.state import HealthState, LinkHealth, PathHealth, Quality
@@ -39,6 +41,22 @@ def needed(mode: QuorumMode, known: int) -> int:
     if mode == "majority":
         return known // 2 + 1
     return 1
+
+
+def decide(counts: Mapping[HealthState, int], mode: QuorumMode) -> HealthState:
+    """The link state from how many of its paths are in each state (module docstring).
+
+    Needs only the counts, so a tracker that keeps them up to date decides a link in
+    constant time however many paths measure it.
+    """
+    known = sum(n for s, n in counts.items() if s is not S.UNKNOWN)
+    if not known:
+        return S.UNKNOWN
+    need = needed(mode, known)
+    for candidate, counted in _LADDER:
+        if sum(counts.get(s, 0) for s in counted) >= need:
+            return candidate
+    return S.UP
 
 
 def _max(values: list[float | None]) -> float | None:
@@ -64,28 +82,27 @@ def combine(link: str, paths: Sequence[PathHealth], mode: QuorumMode, now: float
             previous: LinkHealth | None = None) -> LinkHealth:
     """The health of ``link`` from its paths' health.
 
-    ``since`` is kept from ``previous`` when the state does not change, else ``now``.
+    ``since`` is kept from ``previous`` when the state does not change, else ``now``;
+    nothing else comes from ``previous``.
     """
     known = sorted((p for p in paths if p.state is not S.UNKNOWN), key=lambda p: p.path)
     if not known:
         state = S.UNKNOWN
         stale = [p for p in paths if p.reason]
         reason = "no path has data" + (f" ({_describe(stale)})" if stale else "")
-        quality = previous.quality if previous is not None else Quality()
+        quality = aggregate(paths)  # their last figures (a stale link shows what it had)
     else:
         need = needed(mode, len(known))
-        state, reason = S.UP, ""
-        for candidate, counted in _LADDER:
-            deciding = [p for p in known if p.state in counted]
-            if len(deciding) >= need:
-                state = candidate
-                reason = (f"{candidate} on {len(deciding)}/{len(known)} paths (quorum {mode}"
-                          f" needs {need}): {_describe(deciding)}")
-                break
-        else:
+        state = decide(Counter(p.state for p in known), mode)
+        if state is S.UP:
             up = [p for p in known if p.state is S.UP]
             reason = (f"up on {len(up)}/{len(known)} paths (no quorum of {need} ({mode}) "
                       f"for worse): {', '.join(str(p.path) for p in up)}")
+        else:
+            counted = dict(_LADDER)[state]
+            deciding = [p for p in known if p.state in counted]
+            reason = (f"{state} on {len(deciding)}/{len(known)} paths (quorum {mode}"
+                      f" needs {need}): {_describe(deciding)}")
         quality = aggregate(known)
     since = previous.since if previous is not None and previous.state is state else now
     return LinkHealth(link=link, state=state, since=since, reason=reason, quality=quality)

@@ -11,6 +11,15 @@ Between the quorum and the published link state sit two holds and the damping:
   ``stale_grace_s`` more, then becomes UNKNOWN (serving: staleness is not failure);
 * flap damping (``edge.health.damping``): a suppressed link is published DOWN.
 
+Cost per measurement: a measurement that leaves its link's state where it was (the
+common case) is settled in constant time from per-link counts of path states
+(``quorum.decide``) and a look at the paths toward its target's region; only a link
+whose state or regional latency changes is re-combined from all its paths. The link's
+reason and worst-case quality, which only operators read, are brought up to date when a
+snapshot is taken. So one engine can follow thousands of paths per link (a cluster
+behind the Redis bus), and ``incremental=False``, which re-combines on every
+measurement, is the reference the tests hold this to.
+
 Snapshot versioning: ``version`` goes up exactly when some *link* state changes, or a
 link's reported latency toward a region (``LinkHealth.toward``, edge.health.coverage)
 moves: what the planner acts on. Path states and quality figures are refreshed in every
@@ -24,15 +33,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from edge.config.schema import HealthSettings, Thresholds
-from edge.health.coverage import toward
+from edge.health.coverage import holds, toward
 from edge.health.damping import Damping, flap, is_flap, reuse_in, settle
 from edge.health.machine import Transition, stale, step
-from edge.health.quorum import combine
+from edge.health.quorum import combine, decide
 from edge.health.state import HealthSnapshot, HealthState, LinkHealth, PathHealth
 from probes.bus import MeasurementBus
 from probes.measurement import Measurement, PathKey
@@ -51,6 +61,9 @@ class _Seed:
     first_data: float | None = None
 
 
+_NO_DAMPING = Damping()
+
+
 def _show(figures: Mapping[str, float]) -> str:
     return ", ".join(f"{r} {ms:g} ms" for r, ms in figures.items()) or "none"
 
@@ -66,14 +79,20 @@ class HealthTracker:
     def __init__(self, settings: HealthSettings, thresholds: Mapping[str, Thresholds], *,
                  on_transition: TransitionListener | None = None,
                  clock: Callable[[], float] = time.time,
-                 regions: Mapping[str, str] | None = None) -> None:
+                 regions: Mapping[str, str] | None = None,
+                 incremental: bool = True) -> None:
         self._settings = settings
+        self._incremental = incremental
         self._thresholds = dict(thresholds)
         self._regions = dict(regions or {})  # target -> region (edge.health.coverage)
         self._on_transition = on_transition
         self._clock = clock
         self._paths: dict[PathKey, PathHealth] = {}
         self._by_link: dict[str, list[PathKey]] = {}
+        self._counts: dict[str, Counter[HealthState]] = {}  # link -> path states
+        self._by_region: dict[tuple[str, str], list[PathKey]] = {}  # (link, region) -> paths
+        self._unfinished: set[str] = set()  # links whose reason and quality lag
+        self._recombine_next: set[str] = set()  # links whose figures came from elsewhere
         self._links: dict[str, LinkHealth] = {
             name: LinkHealth(link=name, state=HealthState.UNKNOWN, since=0.0,
                              reason="no data yet")
@@ -108,6 +127,7 @@ class HealthTracker:
                                            reason=f"seeded {state} (no data yet)",
                                            toward=MappingProxyType(dict(figures or {})))
             self._under[name] = self._links[name]
+            self._recombine_next.add(name)
             changed |= old is None or old.state is not state
         self._touch(when, bump=changed)
 
@@ -118,6 +138,10 @@ class HealthTracker:
         self._settings = settings
         self._thresholds = dict(thresholds)
         self._regions = dict(regions or {})
+        self._recombine_next.update(self._links)
+        self._by_region = {}
+        for key in self._paths:
+            self._index_region(key)
         for name in self._thresholds:
             if name not in self._links:
                 self._links[name] = self._under[name] = LinkHealth(
@@ -128,18 +152,21 @@ class HealthTracker:
     def feed(self, m: Measurement) -> bool:
         """Step the path's machine with ``m``; True when its link's state changed."""
         key = m.path
-        prev = self._paths.get(key)
+        stored = prev = self._paths.get(key)
         if prev is None:
             prev = self._seed_path(key, m.at)
             self._by_link.setdefault(key.link, []).append(key)
+            self._index_region(key)
         seed = self._seeded.get(key.link)
         if seed is not None and seed.first_data is None:
             seed.first_data = m.at
         th = self._thresholds.get(key.link, self._settings.thresholds)
         new, tr = step(prev, m, th, self._settings)
-        self._paths[key] = new
+        self._put(new, stored)
         if tr is not None:
             self._report(tr)
+        if self._incremental and self._settled(key, m.at):
+            return False
         return self._recombine(key.link, m.at)
 
     def check_stale(self, now: float) -> bool:
@@ -148,7 +175,7 @@ class HealthTracker:
         for key, prev in list(self._paths.items()):
             new, tr = stale(prev, now, self._settings)
             if tr is not None:
-                self._paths[key] = new
+                self._put(new, prev)
                 self._report(tr)
                 touched.add(key.link)
         changed = self._expire_seeds(now)
@@ -162,6 +189,8 @@ class HealthTracker:
     @property
     def snapshot(self) -> HealthSnapshot:
         if self._snapshot is None:
+            for link in sorted(self._unfinished):
+                self._finish(link)
             self._snapshot = HealthSnapshot(
                 version=self._version, taken_at=self._taken_at,
                 links=MappingProxyType(dict(sorted(self._links.items()))),
@@ -216,12 +245,61 @@ class HealthTracker:
         return PathHealth(path=key, state=HealthState.UNKNOWN, since=at,
                           reason=f"seeded {seed.state}", settled=HealthState.DOWN)
 
+    def _put(self, new: PathHealth, old: PathHealth | None) -> None:
+        """Store a path's health (every write goes through here: it keeps the counts)."""
+        self._paths[new.path] = new
+        counts = self._counts.setdefault(new.path.link, Counter())
+        if old is not None:
+            counts[old.state] -= 1
+        counts[new.state] += 1
+
+    def _index_region(self, key: PathKey) -> None:
+        region = self._regions.get(key.target)
+        if region is not None:
+            self._by_region.setdefault((key.link, region), []).append(key)
+
+    def _settled(self, key: PathKey, now: float) -> bool:
+        """Whether ``key``'s new health leaves its link as published (state and regional
+        latency): then nothing but the link's reason and quality can differ, and those are
+        brought up to date with the next snapshot (:meth:`_finish`). False when the link
+        must be re-combined: its state may change, or it is held or suppressed (their
+        reasons and timers run per update)."""
+        link = key.link
+        if link in self._recombine_next:
+            return False
+        published, under = self._links.get(link), self._under.get(link)
+        if published is None or under is None or under.state is HealthState.UNKNOWN:
+            return False
+        if published.state is not under.state or self._damping.get(link, _NO_DAMPING).suppressed:
+            return False
+        if decide(self._counts[link], self._settings.quorum) is not under.state:
+            return False
+        region = self._regions.get(key.target)
+        if region is not None:
+            toward_region = (self._paths[k] for k in self._by_region[(link, region)])
+            if not holds(toward_region, region, self._regions, published.toward):
+                return False
+        self._unfinished.add(link)
+        self._touch(now, bump=False)
+        return True
+
+    def _finish(self, link: str) -> None:
+        """Bring a settled link's reason and quality up to date (its state is right)."""
+        self._unfinished.discard(link)
+        under = self._under[link]
+        paths = [self._paths[k] for k in self._by_link.get(link, ())]
+        full = combine(link, paths, self._settings.quorum, self._taken_at, previous=under)
+        self._under[link] = replace(under, reason=full.reason, quality=full.quality)
+        self._links[link] = replace(self._links[link], reason=full.reason, quality=full.quality)
+
     def _report(self, tr: Transition) -> None:
         log.info("path %s: %s -> %s: %s", tr.path, tr.old, tr.new, tr.reason)
         if self._on_transition is not None:
             self._on_transition(tr)
 
     def _recombine(self, link: str, now: float) -> bool:
+        self._unfinished.discard(link)  # reason and quality are made afresh below
+        self._recombine_next.discard(link)
         previous = self._links.get(link)
         under_prev = self._under.get(link)
         paths = [self._paths[k] for k in self._by_link.get(link, ())]
@@ -279,7 +357,7 @@ class HealthTracker:
                            reason=f"seeded {seed.state}, no verdict yet ({under.reason})")
         if under_prev is None or under_prev.state is HealthState.UNKNOWN:
             return under
-        last = under_prev.quality.at
+        last = under.quality.at  # the link's last data (quorum.combine)
         until = last + self._settings.stale_after_s + self._settings.stale_grace_s
         if now < until:
             return replace(under, state=under_prev.state, since=under_prev.since,
