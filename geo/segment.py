@@ -53,6 +53,14 @@ class Segment:
     # where the segment's users are, (lat, lon): not a criterion, the place nearest
     # routing measures from (edge.steering.planner)
     location: tuple[float, float] | None = None
+    # not a criterion either: the regions whose measured latency stands for these users
+    # under nearest routing (targets[].region); empty: the ``regions`` criterion's
+    measured_regions: frozenset[str] = frozenset()
+
+    @property
+    def measured_from(self) -> frozenset[str]:
+        """The regions nearest routing blends measured latency from for this segment."""
+        return self.measured_regions or self.regions
 
     @property
     def is_catch_all(self) -> bool:

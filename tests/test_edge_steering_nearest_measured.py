@@ -123,6 +123,51 @@ def test_a_segment_probes_do_not_cover_keeps_the_map(config: Config) -> None:
     assert links_of(a) == {"cn2"}
 
 
+MEASURED_ISP = CONFIG.replace(
+    "  - {name: manila-geo,",
+    "  - {name: manila-isp, cidrs: [192.0.2.64/26], location: {lat: 14.60, lon: 121.00},\n"
+    "     measured_regions: [PH-00]}\n"
+    "  - {name: manila-geo,")
+
+
+def test_a_segment_without_regions_takes_the_figures_of_its_measured_regions(
+        tmp_path: Path) -> None:
+    """An ISP segment (by CIDR here; ASN or line alike) is not a region, but its users sit
+    behind the Manila PoP: ``measured_regions`` lets the same figures rank its sites."""
+    path = tmp_path / "edgesteer.yaml"
+    path.write_text(MEASURED_ISP)
+    config = load_config(path)
+    assert not [w for w in config.warnings if w.key_path.endswith(".measured_regions")]
+    figures = snap({"cn2": {"PH-00": 80.0}, "singtel": {"PH-00": 30.0}})
+    a = served(config, figures, "manila-isp")
+    assert links_of(a) == {"singtel"}
+    assert "measured toward PH-00" in ranked(a)
+    assert links_of(served(config, figures, "manila-geo")) == {"cn2"}  # still the map
+
+
+def test_measured_regions_no_target_stands_in_are_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "edgesteer.yaml"
+    path.write_text(MEASURED_ISP.replace("measured_regions: [PH-00]",
+                                         "measured_regions: [PH-00, ID-JK]"))
+    config = load_config(path)
+    [warning] = [w for w in config.warnings if w.key_path.endswith(".measured_regions")]
+    text = str(warning)
+    assert "segments[1].measured_regions" in text and "manila-isp" in text, text
+    assert "ID-JK" in text and "PH-00" not in text.split("ID-JK")[0].split("from")[-1], text
+    # the covered region still counts
+    figures = snap({"cn2": {"PH-00": 80.0}, "singtel": {"PH-00": 30.0}})
+    assert links_of(served(config, figures, "manila-isp")) == {"singtel"}
+
+
+def test_a_bad_measured_region_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "edgesteer.yaml"
+    path.write_text(MEASURED_ISP.replace("measured_regions: [PH-00]",
+                                         "measured_regions: ['PH 00']"))
+    with pytest.raises(ConfigInvalid) as err:
+        load_config(path)
+    assert "segments[1].measured_regions[0]" in str(err.value), str(err.value)
+
+
 def test_incremental_replans_on_a_latency_move_only_where_it_matters(config: Config) -> None:
     inc = IncrementalPlanner(config)
     before = snap({"cn2": {"PH-00": 20.0}, "singtel": {"PH-00": 30.0}})

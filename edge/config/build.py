@@ -194,6 +194,18 @@ class Builder:
         self.geo_databases = tuple(paths)
         return GeoSettings(databases=self.geo_databases)
 
+    def measured_warning(self, o: Obj, seg: Segment, probed: set[str]) -> None:
+        """``measured_regions`` that no target stands in: nothing will ever measure them."""
+        unprobed = sorted(seg.measured_regions - probed)
+        if not unprobed:
+            return
+        self.warnings.append(ConfigError(
+            self.file, o.line_of("measured_regions"), o.path_of("measured_regions"),
+            f"warning: segment `{seg.name}` takes measured latency from "
+            f"{', '.join(unprobed)}, but no target names that region: its sites are "
+            "ranked by distance alone there",
+            "give a target in that region `region: " + unprobed[0] + "`, or fix the name"))
+
     def geo_warning(self, o: Obj, seg: Segment) -> None:
         """Segment criteria that only GeoIP can decide, with no database to decide them."""
         if self.geo_databases or not seg.uses_geo:
@@ -490,6 +502,8 @@ class Builder:
     def segments(self, root: Obj, lines: dict[str, Line],
                  line_names: Names) -> tuple[Segment, ...]:
         out: list[Segment] = []
+        probed = {str(v.value.get("region")) for v in root.vals("targets")
+                  if isinstance(v.value, Obj) and v.value.has("region")}
         vals = root.vals("segments")
         for i, val in enumerate(vals):
             o: Obj = val.value
@@ -510,13 +524,16 @@ class Builder:
                           lines=tuple(lines[n] for n in self.refs(line_names, o.vals("lines"))),
                           bucket=(bucket[0], bucket[1]) if len(bucket) == 2 else None,
                           regions=frozenset(v.value for v in o.vals("regions")),
-                          location=self.segment_location(o))
+                          location=self.segment_location(o),
+                          measured_regions=frozenset(
+                              v.value for v in o.vals("measured_regions")))
             if seg.is_catch_all and not o.bad and i < len(vals) - 1 and name != DEFAULT_SEGMENT:
                 self.error(o.line, o.path, f"segment `{name}` has no criteria, so it matches "
                            "everyone and the segments after it never match",
                            "give it lines, cidrs, asns, countries, regions or a bucket, or "
                            "move it last")
             self.geo_warning(o, seg)
+            self.measured_warning(o, seg, probed)
             out.append(seg)
         return tuple(out)
 

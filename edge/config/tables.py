@@ -285,6 +285,10 @@ SEGMENT = _section("segment", "A set of users; segments match in order, first ma
                      default=()),
     "location": Field(LOCATION, "where the segment's users are (not a criterion): nearest "
                       "routing ranks sites by distance from here"),
+    "measured_regions": Field(ListOf(REGION, what="a list of region codes"),
+                              "regions whose measured latency (targets[].region) stands for "
+                              "these users under nearest routing (not a criterion); default: "
+                              "the segment's `regions`", default=()),
 })
 
 ENDPOINT = _section("endpoint", "An answer bound to a link.", {

@@ -63,7 +63,8 @@ configured weight, x ``degraded_weight`` when DEGRADED, 0 when not serving.
    when the first tier is below its threshold, what the tier cannot take goes on to the
    next tiers (step 6; one ``spill.capacity`` reason tells it all). Measured latency is
    blended in where probes cover the segment: a site's measured rtt is the lowest that
-   its candidate links report toward one of the segment's ``regions`` (``LinkHealth.toward``:
+   its candidate links report toward one of the segment's ``measured_regions`` (default: its
+   ``regions`` criterion; ``LinkHealth.toward``:
    targets that name their ``region``; a figure moves only on a clear change,
    edge.health.coverage), and ``rank_sites`` scores it 0.7 x measured + 0.3 x the
    distance estimate. The fallback pool of an ``all_down: fallback`` rule is served
@@ -691,7 +692,8 @@ def _places(config: Config) -> _Places:
     sites = {s.name: (s.location.lat, s.location.lon) if s.location is not None else None
              for s in config.sites}
     segments = {seg.name: seg.location for seg in config.segments if seg.location is not None}
-    regions = {seg.name: tuple(sorted(seg.regions)) for seg in config.segments if seg.regions}
+    regions = {seg.name: tuple(sorted(seg.measured_from)) for seg in config.segments
+               if seg.measured_from}
     places = _GEO[id(config)] = (config, (sites, segments, regions))
     return places[1]
 
