@@ -10,7 +10,10 @@ prefixes are fine (the more specific wins, as in any longest-prefix match).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,13 +77,25 @@ def write_mmdb(table: Table, out: str | Path, *, description: str = "edgesteer l
     """Write ``table`` as an IPv6 database with IPv4 mapped in; returns the prefix count.
 
     Less specific prefixes are inserted first so that a nested, more specific one wins.
+    The file is written beside ``out`` and renamed over it, so a server reading ``out``
+    sees the old database or the new one, never half of one.
     """
     writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type=DATABASE_TYPE,
                         description=description)
     for net, record in sorted(table.rows, key=lambda r: (r[0].prefixlen
                                                          + (96 if r[0].version == 4 else 0))):
         writer.insert_network(netaddr.IPSet([net]), record)
-    writer.to_db_file(str(out))
+    target = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    os.close(fd)
+    try:
+        writer.to_db_file(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return len(table.rows)
 
 

@@ -543,6 +543,7 @@ def test_check_ok_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(EXAMPLE)]) == 0
     out, err = capsys.readouterr()
     assert err == ""
+    assert "warning" not in out  # its segments by line and country have a map to look up
     assert out.startswith(f"{EXAMPLE}: OK\nnode hk-kwaichung-1 at site hk-kwaichung\n")
     assert "sites: 5, links: 4, targets: 5, zones: 1, lines: 4, segments: 6, services: 1, " \
            "policies: 1" in out

@@ -138,3 +138,44 @@ policies:
     assert ("client ECS 202.96.1.0/24 [geoip: country CN, line china-telecom, region SH] "
             "matches segment 'cn'") in out
     assert "203.0.113.10" in out
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "deploy" / "examples"
+
+
+def test_the_shipped_example_map_is_built_from_its_csv(tmp_path: Path) -> None:
+    """deploy/examples/hk-lines.mmdb says what hk-lines.csv says, for every prefix's first
+    and last address (rebuild it with the command in the CSV's header when this fails)."""
+    csv = EXAMPLES / "hk-lines.csv"
+    fresh = tmp_path / "fresh.mmdb"
+    assert main(["geo", "build", str(csv), str(fresh)]) == 0
+    table = parse_csv(csv.read_text().splitlines())
+    assert len(table.rows) >= 8
+    with GeoIP([str(EXAMPLES / "hk-lines.mmdb")]) as shipped, GeoIP([str(fresh)]) as rebuilt:
+        for net, record in table.rows:
+            for ip in (str(net[0]), str(net[-1])):
+                got = shipped.lookup(ip)
+                assert got == rebuilt.lookup(ip), ip
+                assert got.line == record.get("line") and got.asn == record.get("asn"), ip
+                assert got.country == record.get("country"), ip
+
+
+def test_geo_build_replaces_the_database_whole(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "lines.csv"
+    out = tmp_path / "lines.mmdb"
+    csv.write_text("prefix,line\n192.0.2.0/24,china-telecom\n")
+    assert main(["geo", "build", str(csv), str(out)]) == 0
+    with GeoIP([str(out)]) as before:
+        assert before.lookup("192.0.2.1").line == "china-telecom"
+    csv.write_text("prefix,line\n192.0.2.0/24,china-unicom\n")
+    assert main(["geo", "build", str(csv), str(out)]) == 0
+    with GeoIP([str(out)]) as after:
+        assert after.lookup("192.0.2.1").line == "china-unicom"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lines.csv", "lines.mmdb"]
+    # an output it cannot write is named, and nothing is left behind
+    missing = tmp_path / "no-such-dir" / "x.mmdb"
+    assert main(["geo", "build", str(csv), str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {missing}" in err and "nothing written" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lines.csv", "lines.mmdb"]

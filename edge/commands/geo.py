@@ -26,9 +26,22 @@ def add_parser(sub: Any) -> None:
         "(City, Country, ASN and edgesteer maps, first value wins).")
     p.set_defaults(run=run)
     geo_sub = p.add_subparsers(dest="geo_command", metavar="ACTION", required=True)
-    b = geo_sub.add_parser("build", help="CSV of prefixes -> MaxMind-format database")
-    b.add_argument("csv", metavar="CSV")
-    b.add_argument("out", metavar="OUT.mmdb")
+    b = geo_sub.add_parser(
+        "build", help="CSV of prefixes -> MaxMind-format database",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Turn a CSV of client prefixes into a MaxMind-format database that "
+        "geo.databases\nand `edgesteer geo lookup` read like GeoIP.\n\n"
+        "The first row names the columns: `prefix` (an IPv4/IPv6 CIDR or address) is "
+        "required;\n`asn` is an AS number; any other column (line, country, region, org, "
+        "...) is text.\nEmpty cells are left out; blank lines and lines starting with # "
+        "are skipped;\nnested prefixes are fine (the most specific wins); a prefix given "
+        "twice is an error.\nOn any error nothing is written. Example "
+        "(deploy/examples/hk-lines.csv):\n\n"
+        "  prefix,line,country,region,asn,org\n"
+        "  192.0.2.0/26,china-telecom,CN,SH,4134,ChinaNet\n"
+        "  198.51.100.0/25,,HK,,4515,HKT\n")
+    b.add_argument("csv", metavar="CSV", help="the operator's map (see above)")
+    b.add_argument("out", metavar="OUT.mmdb", help="the database to write (replaced whole)")
     b.set_defaults(geo_run=run_build)
     lk = geo_sub.add_parser("lookup", help="look addresses up in one or more databases")
     lk.add_argument("--db", action="append", required=True, metavar="DB",
@@ -50,7 +63,10 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"edgesteer geo build: {exc}; nothing written", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"edgesteer geo build: {exc}", file=sys.stderr)
+        what = (f"cannot read {args.csv}" if exc.filename == args.csv
+                else f"cannot write {args.out}")
+        print(f"edgesteer geo build: {what}: {exc.strerror or exc}; nothing written",
+              file=sys.stderr)
         return 1
     print(f"{args.out}: {n} prefixes")
     return 0
