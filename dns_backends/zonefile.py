@@ -18,11 +18,8 @@ views' keys, so an update or transfer signed with a view's key lands in that vie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import shlex
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +46,7 @@ from dns_backends.records import (
     managed_names,
     segment_networks,
 )
+from edge import atomicfile
 from edge.plan import Plan
 from geo.segment import DEFAULT_SEGMENT, Segment
 
@@ -140,28 +138,9 @@ def new_zone(zone: Zone, serial: int = 1) -> dns.zone.Zone:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """``text`` into ``path`` via a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """``text`` into ``path`` via a temporary file in the same directory and a rename (the
+    directory synced too: a zone file BIND loads must survive a power cut whole)."""
+    atomicfile.write_text(path, text, sync_dir=True, make_parents=True)
 
 
 class ZoneFileStore:

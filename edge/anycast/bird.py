@@ -13,12 +13,10 @@ engine retries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
+from edge import atomicfile
 from edge.anycast.base import Routes, Session, SpeakerError, changed_keys, register
 from edge.anycast.render import bird_include
 from edge.config.schema import SpeakerSettings
@@ -30,18 +28,7 @@ _OK = ("Reconfigured", "Reconfiguration in progress", "Reconfiguration already i
 
 
 def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomicfile.write_text(path, text)
 
 
 class BirdSpeaker:

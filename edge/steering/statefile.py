@@ -11,17 +11,15 @@ engine then starts from the configured defaults (every link UNKNOWN, serving).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edge import atomicfile
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import Plan, plan_from_json
@@ -47,20 +45,9 @@ def state_dir(config: Config) -> Path | None:
 
 
 def write_json_atomic(path: Path, body: Any) -> None:
-    """Write ``body`` as JSON to ``path`` atomically (temp + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(body, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Write ``body`` as JSON to ``path`` atomically (temp + fsync + rename), owner-only."""
+    atomicfile.write_text(path, json.dumps(body, indent=1, sort_keys=True) + "\n", mode=0o600,
+                          make_parents=True)
 
 
 def read_json(path: Path) -> Any | None:
