@@ -7,9 +7,9 @@ TTL, and why. Backends render it; ``explain`` prints the reasons it carries.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -153,6 +153,7 @@ class PlanDiff:
 
 
 _NO_ANSWERS: Mapping[AnswerKey, AnswerSet] = MappingProxyType({})
+_KEY = itemgetter(0)
 _NO_ANNOUNCEMENTS: Mapping[AnnouncementKey, Announcement] = MappingProxyType({})
 
 
@@ -164,6 +165,8 @@ class Plan:
     answers: Mapping[AnswerKey, AnswerSet] = field(default_factory=lambda: _NO_ANSWERS)
     announcements: Mapping[AnnouncementKey, Announcement] = field(
         default_factory=lambda: _NO_ANNOUNCEMENTS)
+    # the checksum once computed (a plan is immutable); not an input, not compared
+    _checksum: list[str] = field(default_factory=list, init=False, compare=False, repr=False)
 
     def get(self, service: str, segment: str) -> AnswerSet | None:
         return self.answers.get((service, segment))
@@ -186,12 +189,30 @@ class Plan:
         return PlanDiff(tuple(changes), tuple(routes))
 
     def checksum(self) -> str:
-        """Digest of the plan's substance: same answers => same checksum, whatever the version."""
-        body = [[list(k), repr(self.answers[k].content())] for k in sorted(self.answers)]
+        """Digest of the plan's substance: same answers => same checksum, whatever the version.
+
+        Computed once per plan (and kept with it), each distinct content once: the copies
+        of a group's answer set for its other segments share its ``answers`` tuple, so
+        500,000 sets cost 30,000 reprs.
+        """
+        if self._checksum:
+            return self._checksum[0]
+        h = hashlib.sha256()
+        memo: dict[tuple[int, int, int, bool], bytes] = {}
+        for (service, segment), a in sorted(self.answers.items(), key=_KEY):
+            mk = (id(a.answers), a.ttl, a.tier, a.fail_open)
+            content = memo.get(mk)
+            if content is None:
+                content = memo[mk] = repr(a.content()).encode()
+            h.update(f"{service}\x1f{segment}\x1f".encode())
+            h.update(content)
+            h.update(b"\n")
         if self.announcements:  # absent => the checksum of a DNS-only plan is unchanged
-            body.append(["announcements", repr([(k, self.announcements[k].content())
-                                                for k in sorted(self.announcements)])])
-        return hashlib.sha256(json.dumps(body).encode()).hexdigest()[:16]
+            h.update(repr([(k, self.announcements[k].content())
+                           for k in sorted(self.announcements)]).encode())
+        digest = h.hexdigest()[:16]
+        self._checksum.append(digest)
+        return digest
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -206,8 +227,25 @@ class Plan:
 # --- a plan from its JSON form (Plan.to_json) ----------------------------------------------
 
 
-def _reason_from_json(d: Mapping[str, Any]) -> Reason:
-    return Reason(str(d["code"]), str(d["detail"]), MappingProxyType(dict(d.get("inputs") or {})))
+RRTYPES: frozenset[str] = frozenset({"A", "AAAA", "CNAME"})
+
+
+def rrtype(value: object) -> RRType:
+    """``value`` as an answer's record type; ValueError when it is none of them."""
+    if value not in RRTYPES:
+        raise ValueError(f"not an answer record type: {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def reason_from_json(d: Mapping[str, Any]) -> Reason:
+    """The inverse of ``Reason.to_json``. Inputs are immutable values: a JSON list comes
+    back as the tuple it was written from."""
+    inputs = {str(k): _frozen(v) for k, v in dict(d.get("inputs") or {}).items()}
+    return Reason(str(d["code"]), str(d["detail"]), MappingProxyType(inputs))
+
+
+def _frozen(value: Any) -> Any:
+    return tuple(map(_frozen, value)) if isinstance(value, list) else value
 
 
 def answer_set_from_json(d: Mapping[str, Any]) -> AnswerSet:
@@ -215,22 +253,23 @@ def answer_set_from_json(d: Mapping[str, Any]) -> AnswerSet:
     return AnswerSet(
         service=str(d["service"]), segment=str(d["segment"]), ttl=int(d["ttl"]),
         tier=int(d["tier"]),
-        answers=tuple(WeightedAnswer(a["rrtype"], str(a["value"]), float(a["weight"]),
-                                     str(a["link"]), str(a["pool"]), int(a["tier"]))
+        answers=tuple(WeightedAnswer(rrtype(a["rrtype"]), str(a["value"]),
+                                     float(a["weight"]), str(a["link"]), str(a["pool"]),
+                                     int(a["tier"]))
                       for a in d["answers"]),
-        reasons=tuple(_reason_from_json(r) for r in d.get("reasons", ())),
+        reasons=tuple(reason_from_json(r) for r in d.get("reasons", ())),
         failing_over=bool(d.get("failing_over", False)),
         fail_open=bool(d.get("fail_open", False)),
         max_answers=int(d.get("max_answers", 0)))
 
 
-def _announcement_from_json(d: Mapping[str, Any]) -> Announcement:
+def announcement_from_json(d: Mapping[str, Any]) -> Announcement:
     return Announcement(
         prefix=str(d["prefix"]), session=str(d["session"]), action=d["action"],
         med=d.get("med"), prepend=int(d.get("prepend", 0)),
         communities=tuple(d.get("communities", ())),
         large_communities=tuple(d.get("large_communities", ())),
-        reasons=tuple(_reason_from_json(r) for r in d.get("reasons", ())),
+        reasons=tuple(reason_from_json(r) for r in d.get("reasons", ())),
         tier=int(d.get("tier", 0)))
 
 
@@ -240,7 +279,7 @@ def plan_from_json(d: Mapping[str, Any]) -> Plan:
     input that is not a plan."""
     answers = {(a.service, a.segment): a for a in map(answer_set_from_json, d["answers"])}
     routes = {(r.prefix, r.session): r
-              for r in map(_announcement_from_json, d.get("announcements", ()))}
+              for r in map(announcement_from_json, d.get("announcements", ()))}
     return Plan(version=int(d["version"]), created_at=float(d["created_at"]),
                 inputs_digest=str(d.get("inputs_digest", "")),
                 answers=MappingProxyType(answers), announcements=MappingProxyType(routes))

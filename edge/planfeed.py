@@ -44,7 +44,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from edge.plan import Plan, plan_from_json
-from edge.steering.statefile import ENGINE_FILE, FORMAT, StateFileError, read_json
+from edge.steering.statefile import ENGINE_FILE, StateFileError, plan_in, read_json
 from probes.bus.redis_streams import RedisClient
 
 log = logging.getLogger("edgesteer.planfeed")
@@ -88,15 +88,10 @@ def read_plan(path: Path) -> Plan | None:
         raise FeedError(str(exc)) from None
     if body is None:
         return None
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
-        raise FeedError(f"{path}: not an edgesteer engine state (format {FORMAT})")
-    raw = body.get("plan")
-    if raw is None:
-        return None
     try:
-        return plan_from_json(raw)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise FeedError(f"{path}: plan unreadable: {exc!r}") from None
+        return plan_in(body, path)
+    except StateFileError as exc:
+        raise FeedError(str(exc)) from None
 
 
 def engine_file(directory: Path) -> Path:

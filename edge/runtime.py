@@ -93,6 +93,7 @@ class Engine:
         self._changed = asyncio.Event()
         self._dirty_backends: set[str] = set()
         self._saved_version = -1
+        self._saving: asyncio.Future[None] | None = None  # the state file write under way
         self.plans_applied = 0  # for /metrics (edge.api.engine_metrics)
         self.plans_refused = 0
 
@@ -175,7 +176,7 @@ class Engine:
         out = self.steering.propose(snapshot, now)
         previous, proposed, diff = self.current, out.plan, out.diff
         if previous is not None and not diff and not self._dirty_backends:
-            self._save(snapshot, now)
+            await self._save(snapshot, now)
             return None
         if out.error is not None:
             log.warning("plan v%d refused by guard, keeping v%d: %s", proposed.version,
@@ -189,7 +190,7 @@ class Engine:
         self.plans_applied += 1  # to every backend (those that failed are retried)
         if diff or previous is None:
             self.steering.commit(accepted)
-            self._save(snapshot, now, force=True)
+            await self._save(snapshot, now, force=True)
             log.info("plan v%d applied:\n%s", accepted.version, explain_diff(diff))
             event = PlanEvent(now, accepted, diff, snapshot)
             self._emit(event)
@@ -208,15 +209,31 @@ class Engine:
             log.info("operator overrides now: %s", "; ".join(ov.describe()) or "none")
             self.steering.overrides = ov
 
-    def _save(self, snapshot: HealthSnapshot, now: float, *, force: bool = False) -> None:
-        """Persist link states and the plan in force (atomically) when they changed."""
+    async def _save(self, snapshot: HealthSnapshot, now: float, *, force: bool = False) -> None:
+        """Persist link states and the plan in force (atomically) when they changed.
+
+        In a worker thread: at 500,000 answer sets a save takes a second or two, during
+        which the loop goes on answering queries and reading measurements (the snapshot and
+        the plan are immutable). Saves run one at a time, in order; a save under way when
+        the engine is stopped is finished by :meth:`flush`.
+        """
         if self.state_dir is None or (not force and snapshot.version == self._saved_version):
             return
+        await self.flush()
+        job = self._saving = asyncio.ensure_future(asyncio.to_thread(
+            save_engine_state, self.state_dir, snapshot, self.current, now))
         try:
-            save_engine_state(self.state_dir, snapshot, self.current, now)
+            await asyncio.shield(job)
             self._saved_version = snapshot.version
         except OSError as exc:
             log.error("could not persist the engine state in %s: %s", self.state_dir, exc)
+
+    async def flush(self) -> None:
+        """Wait for a save under way (the file is then the last one the engine wrote)."""
+        job, self._saving = self._saving, None
+        if job is not None:
+            with contextlib.suppress(OSError):
+                await job
 
     async def _apply(self, plan: Plan) -> None:
         for backend in self.backends:
@@ -306,6 +323,7 @@ class NodeRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.engine.flush()
         await self.bus.aclose()
         for backend in self.external:
             await backend.aclose()

@@ -109,8 +109,10 @@ async def test_serve_follows_the_engines_plans_in_every_worker(tmp_path: Path) -
         good = engine_file(directory).read_text()
         with engine_file(directory).open("w") as fh:
             fh.write(good[:len(good) // 2])
+        # at least once per worker (a worker that polls between the truncation and the
+        # write sees an empty file first, and rejects that too)
         until(lambda: metric(mport, 'edgesteer_dns_events_total{event="plan_feed_rejected"}')
-              == 2)  # once per worker
+              >= 2)
         assert all_answer(port, PCCW)
         assert metric(mport, "edgesteer_dns_plan_version") == 2
 

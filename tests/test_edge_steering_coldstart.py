@@ -15,6 +15,7 @@ import dns.message
 import dns.rdatatype
 import pytest
 
+from edge import plancodec
 from edge.config.loader import load_config
 from edge.runtime import NodeRuntime
 from edge.steering.overrides import Overrides, save_overrides
@@ -108,7 +109,9 @@ async def test_restart_while_a_link_is_down_serves_the_same_answers(
         await rt.aclose()
     state = json.loads((tmp_path / "state" / "engine.json").read_text())
     assert state["links"]["cn2"]["state"] == "down"
-    assert [a["value"] for a in state["plan"]["answers"][0]["answers"]] == ["198.51.100.20"]
+    persisted = plancodec.decode(state["plan"])
+    assert [a.value for a in persisted.answers[("www.example.hk", "default")].answers] == [
+        "198.51.100.20"]
     assert not list((tmp_path / "state").glob(".*.tmp"))   # atomic writes leave no temp
 
     after = await _first_answers(cfg, dns_port)

@@ -198,6 +198,7 @@ class SteerRuntime:
 
     async def aclose(self) -> None:
         await self.stop_tasks()
+        await self.engine.flush()  # a state file write under way ends before we do
         await self.elector.resign()
         await self.bus.aclose()
         for backend in self.fenced:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from edge import atomicfile
+from edge import atomicfile, plancodec
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import Plan, plan_from_json
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ENGINE_FILE = "engine.json"
 OVERRIDES_FILE = "overrides.json"
-FORMAT = 1
+FORMAT = 2  # 2: the plan in the grouped form (edge.plancodec); 1 is still read
 
 
 class StateFileError(ValueError):
@@ -79,12 +79,46 @@ class EngineState:
 
 def save_engine_state(directory: Path, snapshot: HealthSnapshot, plan: Plan | None,
                       now: float) -> None:
-    body = {"format": FORMAT, "saved_at": now,
-            "links": {name: {"state": str(lh.state), "since": lh.since, "reason": lh.reason,
-                             **({"toward": dict(lh.toward)} if lh.toward else {})}
-                      for name, lh in snapshot.links.items()},
-            "plan": plan.to_json() if plan is not None else None}
-    write_json_atomic(directory / ENGINE_FILE, body)
+    """Write link states and ``plan`` to the engine's file, atomically.
+
+    The plan is kept in the grouped form (``edge.plancodec``) and its text is reused while
+    the plan stays the same object, so a save for a link change that moved no answer
+    writes the plan's text again without encoding it again.
+    """
+    links = {name: {"state": str(lh.state), "since": lh.since, "reason": lh.reason,
+                    **({"toward": dict(lh.toward)} if lh.toward else {})}
+             for name, lh in snapshot.links.items()}
+    head = json.dumps({"format": FORMAT, "saved_at": now, "links": links}, sort_keys=True)
+    text = head[:-1] + ', "plan": ' + _plan_text(plan) + "}\n"
+    atomicfile.write_text(directory / ENGINE_FILE, text, mode=0o600, make_parents=True)
+
+
+_encoded: tuple[Plan, str] | None = None  # the last plan written, and its text
+
+
+def _plan_text(plan: Plan | None) -> str:
+    global _encoded
+    if plan is None:
+        return "null"
+    if _encoded is not None and _encoded[0] is plan:
+        return _encoded[1]
+    text = json.dumps(plancodec.encode(plan), separators=(",", ":"))
+    _encoded = (plan, text)
+    return text
+
+
+def plan_in(body: Mapping[str, Any], path: Path) -> Plan | None:
+    """The plan in an engine file's parsed ``body`` (None: it has none yet); this format
+    and the one before it (plans in full, ``Plan.to_json``). Raises StateFileError."""
+    if not isinstance(body, dict) or body.get("format") not in (FORMAT, 1):
+        raise StateFileError(f"{path}: not an edgesteer engine state (format {FORMAT})")
+    raw = body.get("plan")
+    if raw is None:
+        return None
+    try:
+        return plancodec.decode(raw) if body["format"] == FORMAT else plan_from_json(raw)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise StateFileError(f"{path}: plan unreadable: {exc!r}") from None
 
 
 def load_engine_state(directory: Path) -> EngineState | None:
@@ -94,10 +128,8 @@ def load_engine_state(directory: Path) -> EngineState | None:
         body = read_json(path)
         if body is None:
             return None
-        if not isinstance(body, dict) or body.get("format") != FORMAT:
-            raise StateFileError(f"{path}: not an edgesteer engine state (format {FORMAT})")
+        plan = plan_in(body, path)
         links = {str(k): HealthState(v["state"]) for k, v in body["links"].items()}
-        plan = plan_from_json(body["plan"]) if body.get("plan") else None
         toward = {str(k): MappingProxyType({str(r): float(ms) for r, ms in v["toward"].items()})
                   for k, v in body["links"].items() if v.get("toward")}
         return EngineState(float(body["saved_at"]), MappingProxyType(links), plan,
