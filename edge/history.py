@@ -32,6 +32,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from dns_backends.base import ApplyResult, BackendError
+from edge import plancodec
 from edge.leader import LeaderElector, NotLeader, StaleToken
 from edge.leader import keys as leader_keys
 from edge.plan import Plan, PlanDiff
@@ -229,7 +230,9 @@ class PolicyWarehouse:
         entry = {"version": plan.version, "at": repr(time.time()), "author": identity,
                  "token": token, "config": config_version, "checksum": plan.checksum(),
                  "reason": reason, "diff": json.dumps(diff.to_json()),
-                 "links": json.dumps(dict(links)), "plan": json.dumps(plan.to_json())}
+                 "links": json.dumps(dict(links)),
+                 # grouped: one body per group, not per segment (edge.plancodec)
+                 "plan": json.dumps(plancodec.encode(plan), separators=(",", ":"))}
         args: list[Any] = [token, identity, self.keep]
         for k, v in entry.items():
             args += [k, v]

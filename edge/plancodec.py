@@ -30,6 +30,7 @@ from edge.plan import (
     Reason,
     WeightedAnswer,
     announcement_from_json,
+    plan_from_json,
     reason_from_json,
     rrtype,
 )
@@ -41,6 +42,12 @@ def encode(plan: Plan) -> dict[str, Any]:
     """``plan`` as a JSON-able dict in the grouped form (module docstring)."""
     with _gc_paused():
         return _encode(plan)
+
+
+def from_json(d: Mapping[str, Any]) -> Plan:
+    """A plan in either JSON form: grouped (this module) or full (``Plan.to_json``, what
+    earlier versions wrote to the state file and the Redis plan history)."""
+    return decode(d) if isinstance(d, Mapping) and "form" in d else plan_from_json(d)
 
 
 def decode(d: Mapping[str, Any]) -> Plan:

@@ -43,7 +43,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from edge.plan import Plan, plan_from_json
+from edge import plancodec
+from edge.plan import Plan
 from edge.steering.statefile import ENGINE_FILE, StateFileError, plan_in, read_json
 from probes.bus.redis_streams import RedisClient
 
@@ -254,8 +255,8 @@ async def newest_record(client: RedisClient, key: str) -> tuple[str | None, Plan
     try:
         if body is None:
             raise KeyError("plan")
-        return entry_id, plan_from_json(json.loads(body))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return entry_id, plancodec.from_json(json.loads(body))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise FeedError(f"plan record {entry_id} unreadable: {exc!r}", entry_id) from None
 
 

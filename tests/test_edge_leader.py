@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from dns_backends.base import ApplyResult
+from edge import plancodec
 from edge.commands.steer import SteerRuntime
 from edge.config.loader import parse_config
 from edge.config.schema import Config
 from edge.health.state import HealthState
 from edge.leader import Fence, FencedBackend, LeaderElector, NotLeader, StaleToken
-from edge.plan import Plan, plan_from_json
+from edge.plan import Plan
 from probes.bus.redis_streams import RedisSettings, RedisStreamsBus, connect
 from probes.measurement import PathKey
 from tests.builders import measurement
@@ -239,7 +240,7 @@ async def test_leader_killed_standby_takes_over_and_never_double_applies(
         plans = await e2.warehouse.plans(50)
         assert [p.author for p in reversed(plans)] == whos
         assert plans[0].author == "e2" and plans[0].token == log[-1].token
-        assert plan_from_json(plans[0].plan).get("www.example.hk", "default") is not None
+        assert plancodec.from_json(plans[0].plan).get("www.example.hk", "default") is not None
     finally:
         await e2.aclose()
 

@@ -166,3 +166,10 @@ def test_the_engine_file_reuses_the_plans_text_while_the_plan_stands(tmp_path: P
     state = load_engine_state(tmp_path)
     assert state is not None and state.links == {"cn2": HealthState.DOWN}
     assert state.plan is not None and state.plan == p and state.saved_at == 2.0
+
+
+def test_either_form_is_read_where_plans_are_read_back() -> None:
+    """Redis plan history records and engine files of earlier versions hold the full form."""
+    p = anycast_plan()
+    assert_same(p, plancodec.from_json(json.loads(json.dumps(p.to_json()))))
+    assert_same(p, plancodec.from_json(json.loads(json.dumps(plancodec.encode(p)))))

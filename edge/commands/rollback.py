@@ -19,6 +19,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from edge import plancodec
 from edge.buses import BusConfigError, redis_client
 from edge.commands.common import add_config_arg as add_config_args
 from edge.commands.history import load_redis_config
@@ -26,7 +27,7 @@ from edge.config.loader import ConfigInvalid, parse_config
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState, LinkHealth
 from edge.history import PolicyWarehouse, default_author
-from edge.plan import Plan, plan_from_json
+from edge.plan import Plan
 from edge.steering.explain import explain_diff
 from edge.steering.guard import UnsafePlan, guard
 from edge.steering.planner import plan as make_plan
@@ -85,7 +86,7 @@ async def rollback(wh: PolicyWarehouse, version: int, *, author: str, reason: st
     current = await wh.config(current_version) if current_version is not None else None
     in_force = parse_config(current.text, f"config v{current.version}") if current else config
     last = await wh.last_plan()
-    previous: Plan | None = plan_from_json(last.plan) if last is not None else None
+    previous: Plan | None = plancodec.from_json(last.plan) if last is not None else None
     snapshot = _snapshot(dict(last.links) if last else {}, config)
     proposed = make_plan(config, snapshot, version=(previous.version if previous else 0) + 1,
                          now=time.time())

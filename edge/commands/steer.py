@@ -29,6 +29,7 @@ from typing import Any, cast
 from redis.exceptions import RedisError
 
 from dns_backends.base import Backend
+from edge import plancodec
 from edge.api.engine_metrics import EngineCollector
 from edge.api.metrics import bound_port, process_registry, start_metrics_server
 from edge.buses import BusConfigError, engine_group, make_bus, redis_client
@@ -39,7 +40,6 @@ from edge.health.tracker import Transition
 from edge.history import HistoryBackend, PolicyWarehouse, digest
 from edge.lab.runner import parse_listen
 from edge.leader import FencedBackend, LeaderElector
-from edge.plan import plan_from_json
 from edge.runtime import Engine, PlanEvent
 from edge.steering.explain import explain_diff
 from probes.bus import MeasurementBus
@@ -127,7 +127,7 @@ class SteerRuntime:
                 delay = min(delay * 2, 1.0)
         else:
             return
-        plan = plan_from_json(last.plan) if last is not None else None
+        plan = plancodec.from_json(last.plan) if last is not None else None
         self.engine.adopt(plan)
         self.history.previous = plan
         self._adopted = token
