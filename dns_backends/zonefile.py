@@ -46,7 +46,7 @@ from dns_backends.records import (
     managed_names,
     segment_networks,
 )
-from edge import atomicfile
+from edge.atomicfile import write_text
 from edge.plan import Plan
 from geo.segment import DEFAULT_SEGMENT, Segment
 
@@ -140,7 +140,7 @@ def new_zone(zone: Zone, serial: int = 1) -> dns.zone.Zone:
 def write_atomically(path: Path, text: str) -> None:
     """``text`` into ``path`` via a temporary file in the same directory and a rename (the
     directory synced too: a zone file BIND loads must survive a power cut whole)."""
-    atomicfile.write_text(path, text, sync_dir=True, make_parents=True)
+    write_text(path, text, sync_dir=True, make_parents=True)
 
 
 class ZoneFileStore:

@@ -10,7 +10,10 @@ prefixes are fine (the more specific wins, as in any longest-prefix match).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +21,6 @@ from typing import Any
 
 import netaddr
 from mmdb_writer import MMDBWriter
-
-from edge import atomicfile
 
 DATABASE_TYPE = "edgesteer-Lines"
 
@@ -84,8 +85,17 @@ def write_mmdb(table: Table, out: str | Path, *, description: str = "edgesteer l
     for net, record in sorted(table.rows, key=lambda r: (r[0].prefixlen
                                                          + (96 if r[0].version == 4 else 0))):
         writer.insert_network(netaddr.IPSet([net]), record)
-    with atomicfile.replacing(Path(out)) as tmp:
+    target = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:  # geo is a leaf package: edge.atomicfile's rename, written out
         writer.to_db_file(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return len(table.rows)
 
 

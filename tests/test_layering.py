@@ -14,14 +14,20 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "probes": ("probes",),
     "geo": ("geo",),
     "edge.plan": (),
+    "edge.plancodec": ("edge.plan",),
+    # replace a file whole: a leaf any writer of files may use (geo stays a leaf of its own)
+    "edge.atomicfile": (),
     "edge.config": ("edge.config", "probes.spec", "probes.measurement", "geo"),
     "edge.health": ("edge.health", "edge.config.schema", "probes.measurement", "probes.bus",
                     "probes.cadence"),
     "edge.steering": ("edge.steering", "edge.health.state", "edge.health.machine", "edge.plan",
-                      "edge.config", "geo", "probes.measurement"),
-    "dns_backends": ("dns_backends", "edge.plan", "edge.config.schema", "geo"),
+                      "edge.config", "geo", "probes.measurement", "edge.atomicfile",
+                      "edge.plancodec"),
+    "dns_backends": ("dns_backends", "edge.plan", "edge.config.schema", "geo",
+                     "edge.atomicfile"),
     # BGP speakers: render the plan's announcements; they share the backend result types.
-    "edge.anycast": ("edge.anycast", "edge.plan", "edge.config.schema", "dns_backends.base"),
+    "edge.anycast": ("edge.anycast", "edge.plan", "edge.config.schema", "dns_backends.base",
+                     "edge.atomicfile"),
 }
 # Only these may import the composition root and the CLI.
 COMPOSERS = ("edge.cli", "edge.commands", "edge.lab", "edge.__main__", "edge.runtime")

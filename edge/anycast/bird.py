@@ -16,9 +16,9 @@ import asyncio
 import logging
 from pathlib import Path
 
-from edge import atomicfile
 from edge.anycast.base import Routes, Session, SpeakerError, changed_keys, register
 from edge.anycast.render import bird_include
+from edge.atomicfile import write_text
 from edge.config.schema import SpeakerSettings
 from edge.plan import Announcement, AnnouncementKey
 
@@ -28,7 +28,7 @@ _OK = ("Reconfigured", "Reconfiguration in progress", "Reconfiguration already i
 
 
 def write_atomically(path: Path, text: str) -> None:
-    atomicfile.write_text(path, text)
+    write_text(path, text)
 
 
 class BirdSpeaker:

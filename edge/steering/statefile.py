@@ -19,10 +19,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from edge import atomicfile, plancodec
+from edge.atomicfile import write_text
 from edge.config.schema import Config
 from edge.health.state import HealthSnapshot, HealthState
 from edge.plan import Plan, plan_from_json
+from edge.plancodec import decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def state_dir(config: Config) -> Path | None:
 
 def write_json_atomic(path: Path, body: Any) -> None:
     """Write ``body`` as JSON to ``path`` atomically (temp + fsync + rename), owner-only."""
-    atomicfile.write_text(path, json.dumps(body, indent=1, sort_keys=True) + "\n", mode=0o600,
+    write_text(path, json.dumps(body, indent=1, sort_keys=True) + "\n", mode=0o600,
                           make_parents=True)
 
 
@@ -90,7 +91,7 @@ def save_engine_state(directory: Path, snapshot: HealthSnapshot, plan: Plan | No
              for name, lh in snapshot.links.items()}
     head = json.dumps({"format": FORMAT, "saved_at": now, "links": links}, sort_keys=True)
     text = head[:-1] + ', "plan": ' + _plan_text(plan) + "}\n"
-    atomicfile.write_text(directory / ENGINE_FILE, text, mode=0o600, make_parents=True)
+    write_text(directory / ENGINE_FILE, text, mode=0o600, make_parents=True)
 
 
 _encoded: tuple[Plan, str] | None = None  # the last plan written, and its text
@@ -102,7 +103,7 @@ def _plan_text(plan: Plan | None) -> str:
         return "null"
     if _encoded is not None and _encoded[0] is plan:
         return _encoded[1]
-    text = json.dumps(plancodec.encode(plan), separators=(",", ":"))
+    text = json.dumps(encode(plan), separators=(",", ":"))
     _encoded = (plan, text)
     return text
 
@@ -116,7 +117,7 @@ def plan_in(body: Mapping[str, Any], path: Path) -> Plan | None:
     if raw is None:
         return None
     try:
-        return plancodec.decode(raw) if body["format"] == FORMAT else plan_from_json(raw)
+        return decode(raw) if body["format"] == FORMAT else plan_from_json(raw)
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise StateFileError(f"{path}: plan unreadable: {exc!r}") from None
 
