@@ -9,11 +9,12 @@ regions; staleness checks; seeds; flap damping that suppresses) and must agree o
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.config.schema import DampingSettings, HealthSettings, QuorumMode
+from edge.config.schema import DampingSettings, HealthSettings, QuorumMode, StaleDown
 from edge.health.state import HealthState
 from edge.health.tracker import HealthTracker
 from tests.builders import THRESHOLDS, health, measurement, path
@@ -38,15 +39,17 @@ def pair(hs: HealthSettings) -> tuple[HealthTracker, HealthTracker]:
 @given(seed=st.integers(0, 2**32 - 1), steps=st.integers(20, 400),
        quorum=st.sampled_from(["all", "majority", "any"]),
        grace=st.sampled_from([0.0, 3.0]),
-       seeded=st.sampled_from([None, HealthState.DOWN, HealthState.UP]))
+       seeded=st.sampled_from([None, HealthState.DOWN, HealthState.UP]),
+       stale_down=st.sampled_from(["serve", "hold"]))
 def test_incremental_tracker_agrees_with_full_recombination(
         seed: int, steps: int, quorum: QuorumMode, grace: float,
-        seeded: HealthState | None) -> None:
+        seeded: HealthState | None, stale_down: StaleDown) -> None:
     rng = random.Random(seed)
     damping = DampingSettings(penalty=1000.0, suppress=2000.0, reuse=750.0,
                               half_life_s=15.0, max_suppress_s=60.0)
-    hs = health(rise=2, fall=2, hold_down_s=rng.choice([0.0, 2.0]), stale_after_s=2.0,
-                quorum=quorum, stale_grace_s=grace, damping=damping)
+    hs = replace(health(rise=2, fall=2, hold_down_s=rng.choice([0.0, 2.0]), stale_after_s=2.0,
+                        quorum=quorum, stale_grace_s=grace, damping=damping),
+                 stale_down=stale_down)
     fast, full = pair(hs)
     now = 100.0
     if seeded is not None:

@@ -160,6 +160,44 @@ def test_seeded_link_without_data_goes_unknown() -> None:
     assert lh.reason == "stale: no data for 5.0 s since seeding (last state down)"
 
 
+@pytest.mark.parametrize("stale_down", ["serve", "hold"])
+def test_a_down_link_that_goes_silent_serves_again_unless_held(stale_down: str) -> None:
+    """Staleness is not failure by default; ``stale_down: hold`` keeps a link that was out
+    of service out until its probes speak again (and then it must rise)."""
+    hs = replace(health(fall=1, rise=2, hold_down_s=0.0, stale_after_s=5.0, stale_grace_s=3.0),
+                 stale_down=stale_down)
+    t = tracker(hs)
+    t.feed(measurement(10.0, key=A, loss=0.5))
+    t.feed(measurement(10.0, key=P))
+    assert t.snapshot.link_state("cn2") is S.DOWN
+    t.check_stale(15.0)                                # path stale, link in its grace
+    assert t.snapshot.link_state("cn2") is S.DOWN
+    assert "stale grace" in t.snapshot.links["cn2"].reason
+    t.check_stale(18.5)                                # grace over
+    lh = t.snapshot.links["cn2"]
+    if stale_down == "serve":
+        assert lh.state is S.UNKNOWN and lh.state.serving
+        return
+    assert lh.state is S.DOWN and "held until data comes back" in lh.reason
+    assert t.check_stale(600.0) is False and t.snapshot.link_state("cn2") is S.DOWN
+    assert t.feed(measurement(601.0, key=A)) is True   # data again: it rises, not jumps
+    assert t.snapshot.link_state("cn2") is S.RISING
+    t.feed(measurement(602.0, key=A))
+    assert t.snapshot.link_state("cn2") is S.UP
+
+
+def test_a_link_seeded_down_without_data_is_held_down_when_asked() -> None:
+    t = tracker(replace(health(stale_after_s=5.0, rise=2, hold_down_s=0.0), stale_down="hold"))
+    t.seed({"cn2": S.DOWN, "pccw": S.UP}, at=100.0)
+    assert t.check_stale(106.0) is True                # pccw (serving) goes unknown
+    snap = t.snapshot
+    assert snap.link_state("pccw") is S.UNKNOWN
+    assert snap.link_state("cn2") is S.DOWN and "held" in snap.links["cn2"].reason
+    assert t.check_stale(300.0) is False
+    t.feed(measurement(301.0, key=A))                  # first data: back through RISING
+    assert t.snapshot.link_state("cn2") is S.RISING
+
+
 def test_transitions_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="edge.health.tracker")
     t = tracker(health(fall=1))

@@ -313,7 +313,7 @@ class Builder:
             hold_down_s=float(o.get("hold_down")), stale_after_s=float(o.get("stale_after")),
             quorum=o.get("quorum"), degraded_weight=float(o.get("degraded_weight")),
             thresholds=self.thresholds(o.obj("thresholds"), DEFAULT_THRESHOLDS),
-            stale_grace_s=float(o.get("stale_grace")),
+            stale_grace_s=float(o.get("stale_grace")), stale_down=o.get("stale_down"),
             fast_probe_factor=float(o.get("fast_probe_factor")),
             damping=DampingSettings(
                 penalty=float(dmp.get("penalty")), suppress=float(dmp.get("suppress")),

@@ -23,6 +23,7 @@ HEALTH_HOLD_DOWN_S: Final = 10.0  # a link stays out this long after going down
 HEALTH_STALE_AFTER_S: Final = 5.0  # no data for this long -> unknown
 HEALTH_QUORUM: Final = "majority"
 HEALTH_DEGRADED_WEIGHT: Final = 0.5  # weight factor of a degraded link
+HEALTH_STALE_DOWN: Final = "serve"  # a link out of service that goes stale: back as unknown
 HEALTH_STALE_GRACE_S: Final = 5.0  # a link whose paths all went stale keeps its state this long
 HEALTH_FAST_PROBE_FACTOR: Final = 4.0  # faster while a path changes state or is in doubt
 # flap damping (BGP-style): penalty per flap, suppress / reuse thresholds, half-life

@@ -18,6 +18,7 @@ from probes.spec import TargetSpec
 Target = TargetSpec
 
 QuorumMode = Literal["all", "majority", "any"]
+StaleDown = Literal["serve", "hold"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,9 @@ class HealthSettings:
     thresholds: Thresholds
     # a link whose paths all went stale keeps its last state this long, then is unknown
     stale_grace_s: float = 5.0
+    # ... unless it was out of service (down or rising) and this is "hold": then it stays
+    # so until data comes back (the operator chose blind-and-out over blind-and-serving)
+    stale_down: StaleDown = "serve"
     damping: DampingSettings = field(default_factory=DampingSettings)
     # while a path is FALLING or RISING its probes run at interval / this (see edge.health)
     fast_probe_factor: float = 4.0

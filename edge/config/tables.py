@@ -143,6 +143,11 @@ HEALTH = _section("health", "How measurements turn into link states.", {
     "stale_grace": Field(Scalar("number", minimum=0),
                          "seconds a link whose paths all went stale keeps its last state",
                          default=d.HEALTH_STALE_GRACE_S),
+    "stale_down": Field(Scalar("string", enum=("serve", "hold")),
+                        "a link out of service (down, rising) whose paths all went stale, "
+                        "after stale_grace: `serve` (staleness is not failure: it comes back "
+                        "as unknown) or `hold` (it stays out until data comes back)",
+                        default=d.HEALTH_STALE_DOWN),
     "fast_probe_factor": Field(Scalar("number", minimum=1),
                                "probe a path this many times faster (not below 50 ms) while "
                                "it is falling or rising, or its window holds both answered and "

@@ -8,7 +8,9 @@ Between the quorum and the published link state sit two holds and the damping:
 * seed hold: a link seeded from persisted state keeps that state while none of its paths
   has a verdict yet (warm-up), so a restart serves what it served before;
 * stale grace: a link whose paths all went stale (UNKNOWN) keeps its last known state for
-  ``stale_grace_s`` more, then becomes UNKNOWN (serving: staleness is not failure);
+  ``stale_grace_s`` more, then becomes UNKNOWN (serving: staleness is not failure), unless
+  it was out of service (DOWN, RISING) and ``stale_down`` is ``hold``: then it stays so
+  until a path has a verdict again;
 * flap damping (``edge.health.damping``): a suppressed link is published DOWN.
 
 Cost per measurement: a measurement that leaves its link's state where it was (the
@@ -59,6 +61,7 @@ class _Seed:
     state: HealthState
     at: float
     first_data: float | None = None
+    held: bool = False  # out of service, no data past stale_after, stale_down: hold
 
 
 _NO_DAMPING = Damping()
@@ -363,6 +366,10 @@ class HealthTracker:
             return replace(under, state=under_prev.state, since=under_prev.since,
                            reason=f"stale grace: last state {under_prev.state} kept "
                            f"{until - now:.1f} s more ({under.reason})")
+        if self._settings.stale_down == "hold" and not under_prev.state.serving:
+            return replace(under, state=under_prev.state, since=under_prev.since,
+                           reason=f"stale: last state {under_prev.state} held until data "
+                           f"comes back (health.stale_down: hold) ({under.reason})")
         return under
 
     def _expire_seeds(self, now: float) -> bool:
@@ -377,7 +384,16 @@ class HealthTracker:
                     del self._seeded[link]
                 continue
             age, state = now - seed.at, seed.state
-            if age < self._settings.stale_after_s:
+            if age < self._settings.stale_after_s or seed.held:
+                continue
+            if self._settings.stale_down == "hold" and not state.serving:
+                # kept: its first data still comes back through RISING (_seed_path)
+                seed.held = True
+                held = (f"stale: no data for {age:.1f} s since seeding; last state {state} "
+                        "held until data comes back (health.stale_down: hold)")
+                self._links[link] = self._under[link] = replace(self._links[link], reason=held)
+                self._touch(now, bump=False)
+                log.info("link %s: %s", link, held)
                 continue
             del self._seeded[link]
             reason = f"stale: no data for {age:.1f} s since seeding (last state {state})"
