@@ -127,7 +127,8 @@ class Engine:
         if self.state_dir is not None:
             persisted = load_engine_state(self.state_dir)
             if persisted is not None:
-                self.tracker.seed(persisted.links, toward=persisted.toward)
+                self.tracker.seed(persisted.links, toward=persisted.toward,
+                                  falling_from=persisted.falling_from)
                 self.steering.adopt(persisted.plan)
                 self._dirty_backends = {b.name for b in self.backends}
                 log.info("starting from the state saved at %.3f: %s", persisted.saved_at,

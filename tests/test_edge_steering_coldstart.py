@@ -9,6 +9,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MappingProxyType
 
 import dns.asyncquery
 import dns.message
@@ -17,9 +18,16 @@ import pytest
 
 from edge import plancodec
 from edge.config.loader import load_config
+from edge.health.state import HealthSnapshot, HealthState, LinkHealth
+from edge.health.tracker import HealthTracker
 from edge.runtime import NodeRuntime
 from edge.steering.overrides import Overrides, save_overrides
+from edge.steering.planner import plan
+from edge.steering.statefile import load_engine_state, save_engine_state
+from tests import builders as b
 from tests.conftest import free_port
+
+SVC = "www.example.hk"
 
 CN2 = frozenset({"203.0.113.10"})
 PCCW = frozenset({"198.51.100.20"})
@@ -138,3 +146,33 @@ async def test_overrides_apply_live_and_survive_a_restart(tmp_path: Path,
         await rt.aclose()
     after = await _first_answers(cfg, dns_port, n=3)
     assert after == [CN2] * 3
+
+
+def test_a_link_falling_from_degraded_keeps_its_weight_across_a_restart(
+        tmp_path: Path) -> None:
+    """The engine file keeps where a FALLING link fell from: restarted mid-fall, the plan
+    still serves it at the degraded weight (a ramp), not at full weight again."""
+    cfg = b.make_config([b.link("cn2", index=1), b.link("pccw", index=2)],
+                        [b.service(SVC, b.pool("main", b.endpoint("cn2"), b.endpoint("pccw")))])
+    falling = LinkHealth("cn2", HealthState.FALLING, 5.0, "x", falling_from=HealthState.DEGRADED)
+    before = HealthSnapshot(version=3, taken_at=10.0, links=MappingProxyType({
+        "cn2": falling, "pccw": LinkHealth("pccw", HealthState.UP, 1.0, "x")}))
+    served = plan(cfg, before, version=3, now=10.0)
+    save_engine_state(tmp_path, before, served, 10.0)
+    persisted = load_engine_state(tmp_path)
+    assert persisted is not None and persisted.falling_from == {"cn2": HealthState.DEGRADED}
+
+    def weights(snapshot: HealthSnapshot) -> dict[str, float]:
+        a = plan(cfg, snapshot, version=4, now=20.0).get(SVC, "default")
+        assert a is not None
+        return {w.link: w.weight for w in a.answers}
+
+    restarted = HealthTracker(cfg.health, {lk.name: lk.thresholds for lk in cfg.links})
+    restarted.seed(persisted.links, at=20.0, toward=persisted.toward,
+                   falling_from=persisted.falling_from)
+    assert weights(restarted.snapshot) == weights(before)
+    assert weights(restarted.snapshot)["cn2"] < weights(restarted.snapshot)["pccw"]
+    # control: forgetting where it fell from serves it at full weight again
+    forgetful = HealthTracker(cfg.health, {lk.name: lk.thresholds for lk in cfg.links})
+    forgetful.seed(persisted.links, at=20.0)
+    assert weights(forgetful.snapshot)["cn2"] == weights(forgetful.snapshot)["pccw"]

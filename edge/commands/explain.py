@@ -115,7 +115,8 @@ def health_for(config: Config, states: list[str]) -> tuple[HealthSnapshot, str]:
         return snapshot_from_states(config, states), what
     now = time.time()
     links = {name: LinkHealth(name, st, now, f"persisted by the engine ({st})",
-                              toward=persisted.toward.get(name, MappingProxyType({})))
+                              toward=persisted.toward.get(name, MappingProxyType({})),
+                              falling_from=persisted.falling_from.get(name))
              for name, st in persisted.links.items()}
     return HealthSnapshot(version=1, taken_at=now, links=links), (
         f"engine state saved at {time.strftime('%H:%M:%S', time.localtime(persisted.saved_at))}")

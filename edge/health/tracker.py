@@ -110,7 +110,8 @@ class HealthTracker:
     # --- state in -------------------------------------------------------------------
 
     def seed(self, links: Mapping[str, HealthState], *, at: float | None = None,
-             toward: Mapping[str, Mapping[str, float]] | None = None) -> None:
+             toward: Mapping[str, Mapping[str, float]] | None = None,
+             falling_from: Mapping[str, HealthState] | None = None) -> None:
         """Start from persisted (or assumed) link states.
 
         The paths of a link seeded DOWN (or RISING) whose first measurement comes within
@@ -118,7 +119,9 @@ class HealthTracker:
         through RISING; paths of links seeded otherwise, or first seen later, start cold. A
         seeded link with no data for ``stale_after_s`` after ``at`` becomes UNKNOWN.
         ``toward``: the links' persisted latencies toward regions (kept until measurements
-        clearly move them, edge.health.coverage).
+        clearly move them, edge.health.coverage). ``falling_from``: for links seeded
+        FALLING, the state they fell from (a fall from DEGRADED stays at the degraded
+        weight across the restart).
         """
         when = self._clock() if at is None else at
         changed = False
@@ -126,9 +129,11 @@ class HealthTracker:
             self._seeded[name] = _Seed(state, when)
             old = self._links.get(name)
             figures = (toward or {}).get(name)
+            origin = (falling_from or {}).get(name) if state is HealthState.FALLING else None
             self._links[name] = LinkHealth(link=name, state=state, since=when,
                                            reason=f"seeded {state} (no data yet)",
-                                           toward=MappingProxyType(dict(figures or {})))
+                                           toward=MappingProxyType(dict(figures or {})),
+                                           falling_from=origin)
             self._under[name] = self._links[name]
             self._recombine_next.add(name)
             changed |= old is None or old.state is not state

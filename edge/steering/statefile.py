@@ -76,6 +76,10 @@ class EngineState:
     # link -> region -> rtt ms (LinkHealth.toward): nearest routing ranks with it
     toward: Mapping[str, Mapping[str, float]] = field(
         default_factory=lambda: MappingProxyType({}))
+    # link -> the state a FALLING link fell from (the planner keeps it at the degraded
+    # weight when that was DEGRADED, LinkHealth.falling_from)
+    falling_from: Mapping[str, HealthState] = field(
+        default_factory=lambda: MappingProxyType({}))
 
 
 def save_engine_state(directory: Path, snapshot: HealthSnapshot, plan: Plan | None,
@@ -87,7 +91,8 @@ def save_engine_state(directory: Path, snapshot: HealthSnapshot, plan: Plan | No
     writes the plan's text again without encoding it again.
     """
     links = {name: {"state": str(lh.state), "since": lh.since, "reason": lh.reason,
-                    **({"toward": dict(lh.toward)} if lh.toward else {})}
+                    **({"toward": dict(lh.toward)} if lh.toward else {}),
+                    **({"falling_from": str(lh.falling_from)} if lh.falling_from else {})}
              for name, lh in snapshot.links.items()}
     head = json.dumps({"format": FORMAT, "saved_at": now, "links": links}, sort_keys=True)
     text = head[:-1] + ', "plan": ' + _plan_text(plan) + "}\n"
@@ -133,8 +138,10 @@ def load_engine_state(directory: Path) -> EngineState | None:
         links = {str(k): HealthState(v["state"]) for k, v in body["links"].items()}
         toward = {str(k): MappingProxyType({str(r): float(ms) for r, ms in v["toward"].items()})
                   for k, v in body["links"].items() if v.get("toward")}
+        falling = {str(k): HealthState(v["falling_from"]) for k, v in body["links"].items()
+                   if v.get("falling_from")}
         return EngineState(float(body["saved_at"]), MappingProxyType(links), plan,
-                           MappingProxyType(toward))
+                           MappingProxyType(toward), MappingProxyType(falling))
     except StateFileError as exc:
         log.warning("ignoring the engine state, starting from defaults: %s", exc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
