@@ -44,6 +44,12 @@ class PathKey:
     def __str__(self) -> str:
         return f"{self.node}/{self.link}/{self.target}"
 
+    @property
+    def order(self) -> tuple[str, str, str]:
+        """The sort key: the same order as comparing keys, several times cheaper to sort by
+        (the generated comparisons build two tuples per call)."""
+        return (self.node, self.link, self.target)
+
 
 @dataclass(frozen=True, slots=True)
 class ProbeError:

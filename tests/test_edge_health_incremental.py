@@ -88,3 +88,10 @@ def test_a_settled_link_shows_fresh_reason_and_quality_in_the_next_snapshot() ->
     assert after.links["cn2"].state is HealthState.UP
     assert after.links["cn2"].quality.rtt_p95 == 0.090
     assert before.links["cn2"].quality.rtt_p95 == 0.040
+
+
+@given(st.lists(st.tuples(st.sampled_from(["hk-1", "hk-10", "hk-2", ""]),
+                          st.sampled_from(["cn2", "CN2", "ntt"]), st.text(max_size=3))))
+def test_the_path_sort_key_orders_as_the_keys_compare(parts: list[tuple[str, str, str]]) -> None:
+    keys = [path(link, target, node) for node, link, target in parts]
+    assert sorted(keys, key=lambda k: k.order) == sorted(keys)

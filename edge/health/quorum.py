@@ -85,7 +85,7 @@ def combine(link: str, paths: Sequence[PathHealth], mode: QuorumMode, now: float
     ``since`` is kept from ``previous`` when the state does not change, else ``now``;
     nothing else comes from ``previous``.
     """
-    known = sorted((p for p in paths if p.state is not S.UNKNOWN), key=lambda p: p.path)
+    known = sorted((p for p in paths if p.state is not S.UNKNOWN), key=lambda p: p.path.order)
     if not known:
         state = S.UNKNOWN
         stale = [p for p in paths if p.reason]

@@ -202,7 +202,8 @@ class HealthTracker:
             self._snapshot = HealthSnapshot(
                 version=self._version, taken_at=self._taken_at,
                 links=MappingProxyType(dict(sorted(self._links.items()))),
-                paths=MappingProxyType(dict(sorted(self._paths.items()))))
+                paths=MappingProxyType(dict(sorted(self._paths.items(),
+                                                   key=lambda kv: kv[0].order))))
         return self._snapshot
 
     def path(self, key: PathKey) -> PathHealth | None:
