@@ -94,6 +94,8 @@ class Engine:
         self._dirty_backends: set[str] = set()
         self._saved_version = -1
         self._saving: asyncio.Future[None] | None = None  # the state file write under way
+        self.state_saves_failed = 0  # for /metrics: the state file could not be written
+        self.state_saved_at = 0.0  # when it last was (0: never)
         self.plans_applied = 0  # for /metrics (edge.api.engine_metrics)
         self.plans_refused = 0
 
@@ -226,8 +228,12 @@ class Engine:
         try:
             await asyncio.shield(job)
             self._saved_version = snapshot.version
+            self.state_saved_at = now
         except OSError as exc:
-            log.error("could not persist the engine state in %s: %s", self.state_dir, exc)
+            self.state_saves_failed += 1
+            log.error("could not persist the engine state in %s (the plan in force is "
+                      "served all the same; a restart would start from an older state): %s",
+                      self.state_dir, exc)
 
     async def flush(self) -> None:
         """Wait for a save under way (the file is then the last one the engine wrote)."""

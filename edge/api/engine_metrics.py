@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from edge.health.state import HealthSnapshot, HealthState
+from edge.health.tracker import HealthTracker
 from edge.plan import Announcement, AnnouncementKey, Plan
 
 
@@ -41,6 +42,15 @@ class EngineView(Protocol):
 
     @property
     def backends_behind(self) -> frozenset[str]: ...
+
+    @property
+    def tracker(self) -> HealthTracker: ...
+
+    @property
+    def state_saves_failed(self) -> int: ...
+
+    @property
+    def state_saved_at(self) -> float: ...
 
 
 class AnycastView(Protocol):
@@ -94,6 +104,22 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily("edgesteer_health_snapshot_version",
                                 "Version of the health snapshot (moves on every link change)",
                                 value=snap.version)
+        yield CounterMetricFamily("edgesteer_health_measurements",
+                                  "Measurements the health tracker has read (stalls when no "
+                                  "probe data comes)", value=engine.tracker.measurements)
+        paths = GaugeMetricFamily("edgesteer_health_paths", "Paths in each state, all links",
+                                  labels=["state"])
+        counted = engine.tracker.path_states()
+        for st in HealthState:
+            paths.add_metric([str(st)], counted.get(st, 0))
+        yield paths
+        yield CounterMetricFamily("edgesteer_state_saves_failed",
+                                  "Engine state file writes that failed (guard.state_dir; the "
+                                  "plan in force is served all the same)",
+                                  value=engine.state_saves_failed)
+        yield GaugeMetricFamily("edgesteer_state_saved_timestamp_seconds",
+                                "Unix time the engine state file was last written (0: never "
+                                "or no guard.state_dir)", value=engine.state_saved_at)
         plan = engine.current
         yield GaugeMetricFamily("edgesteer_plan_version", "Version of the plan in force "
                                 "(0: none yet)", value=plan.version if plan else 0)

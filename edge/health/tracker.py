@@ -106,6 +106,7 @@ class HealthTracker:
         self._version = 0
         self._taken_at = 0.0
         self._snapshot: HealthSnapshot | None = None
+        self.measurements = 0  # fed so far (/metrics: is data flowing?)
 
     # --- state in -------------------------------------------------------------------
 
@@ -159,6 +160,7 @@ class HealthTracker:
 
     def feed(self, m: Measurement) -> bool:
         """Step the path's machine with ``m``; True when its link's state changed."""
+        self.measurements += 1
         key = m.path
         stored = prev = self._paths.get(key)
         if prev is None:
@@ -205,6 +207,13 @@ class HealthTracker:
                 paths=MappingProxyType(dict(sorted(self._paths.items(),
                                                    key=lambda kv: kv[0].order))))
         return self._snapshot
+
+    def path_states(self) -> Counter[HealthState]:
+        """How many paths are in each state, over every link (from the kept counts)."""
+        total: Counter[HealthState] = Counter()
+        for counts in self._counts.values():
+            total.update(counts)
+        return total
 
     def path(self, key: PathKey) -> PathHealth | None:
         return self._paths.get(key)
