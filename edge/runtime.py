@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from dns_backends import build_backends
 from dns_backends.base import Backend, BackendError
+from dns_backends.builtin import cookies as dns_cookies
 from dns_backends.builtin.server import BuiltinDnsServer
 from dns_backends.reconcile import Reconciler
 from edge.anycast.applier import AnycastApplier
@@ -272,7 +273,8 @@ class NodeRuntime:
                                     SegmentMatcher(config.segments),
                                     list(listen) if listen is not None else list(config.dns.listen),
                                     udp_batch=True,  # recvmmsg/sendmmsg where the OS has them
-                                    geo=self.geo)
+                                    geo=self.geo,
+                                    cookies=dns_cookies.keyed(config.dns.cookie_secret))
         # Anycast (issue 8): announcements go to the BGP speakers after the DNS server.
         self.anycast = AnycastApplier(config) if config.anycast.speakers else None
         # External DNS servers (issue 6, `backends:`), each in its own reconcile loop.

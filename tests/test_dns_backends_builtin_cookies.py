@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import dns.edns
 import dns.flags
@@ -20,9 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dns_backends.builtin.cookies import ServerCookies, well_formed
+from dns_backends.builtin.cookies import ServerCookies, keyed, well_formed
 from dns_backends.builtin.rrl import RateLimiter
 from dns_backends.builtin.server import BuiltinDnsServer
+from edge.config.loader import ConfigInvalid, load_config
+from edge.config.schema import Config
 from tests import dnsfixtures as fx
 
 NOW = 1764150000.0
@@ -208,3 +211,69 @@ async def test_kdig_cookie(port: int) -> None:
                       "www.example.hk", "A", "+subnet=10.1.2.0/24")
     assert "status: NOERROR" in again and "198.51.100.1" in again
     assert re.search(rf"COOKIE: {found.group(1)}01000000[0-9A-F]{{24}}", again), again
+
+
+# -- one secret for the nodes behind an anycast address (dns.cookie_secret_file) -----------
+
+ANYCAST_CONFIG = """\
+version: 1
+node: {name: hk-1, site: hk}
+sites: [{name: hk}]
+links: [{name: cn2, priority: 1, answers: {v4: [203.0.113.10]}}]
+zones: [{name: example.hk, ns: [ns1.example.hk]}]
+services:
+  - name: www.example.hk
+    pools: [{name: main, endpoints: [{link: cn2}]}]
+dns: {cookie_secret_file: cookie.key}
+"""
+
+
+def anycast_config(tmp_path: Path, secret: str, mode: int = 0o600) -> Config:
+    (tmp_path / "cookie.key").write_text(secret + "\n")
+    (tmp_path / "cookie.key").chmod(mode)
+    (tmp_path / "edge.yaml").write_text(ANYCAST_CONFIG)
+    return load_config(tmp_path / "edge.yaml")
+
+
+def test_nodes_sharing_the_secret_accept_each_others_cookies(tmp_path: Path) -> None:
+    """A client answered by node A comes back through node B (anycast): B knows the cookie
+    A gave it, so the proven source passes B's rate limit; without the shared secret it
+    would not (the control)."""
+    config = anycast_config(tmp_path, "ab" * 32)
+    assert config.dns.cookie_secret == bytes.fromhex("ab" * 32) and not config.warnings
+    jar_a, jar_b = keyed(config.dns.cookie_secret), keyed(config.dns.cookie_secret)
+    assert jar_a is not None and jar_b is not None and jar_a is not jar_b  # two processes
+    node_a = server(True, jar_a)
+    node_b = server(True, jar_b, rrl=RateLimiter(1.0, burst=1.0, slip=0))
+    stranger = server(True, ServerCookies(), rrl=RateLimiter(1.0, burst=1.0, slip=0))
+    peer = "192.0.2.60"
+    first = node_a.handle_udp(query(CLIENT), peer)
+    assert first is not None
+    cookie = cookie_of(first)
+    assert cookie is not None
+    assert all(node_b.handle_udp(query(cookie), peer) is not None for _ in range(20))
+    limited = [stranger.handle_udp(query(cookie), peer) for _ in range(20)]
+    assert limited.count(None) >= 18
+
+
+@pytest.mark.parametrize(("secret", "message"), [
+    ("abc", "does not hold a cookie secret: expected 32 to 128 hex digits"),
+    ("zz" * 16, "does not hold a cookie secret"),
+    ("ab" * 65, "does not hold a cookie secret"),
+])
+def test_a_bad_cookie_secret_is_refused_naming_the_file(tmp_path: Path, secret: str,
+                                                        message: str) -> None:
+    with pytest.raises(ConfigInvalid) as err:
+        anycast_config(tmp_path, secret)
+    text = str(err.value)
+    assert "dns.cookie_secret_file" in text and message in text and "cookie.key" in text, text
+
+
+def test_a_missing_or_readable_secret_file(tmp_path: Path) -> None:
+    (tmp_path / "edge.yaml").write_text(ANYCAST_CONFIG)
+    with pytest.raises(ConfigInvalid) as err:
+        load_config(tmp_path / "edge.yaml")
+    assert "cannot read the cookie secret" in str(err.value), str(err.value)
+    config = anycast_config(tmp_path, "cd" * 16, mode=0o644)
+    [warning] = config.warnings
+    assert "can be read by other users" in str(warning) and "chmod 600" in str(warning)

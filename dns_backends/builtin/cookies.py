@@ -17,7 +17,9 @@ server cookies; it never interprets them.
 
 The secret is 16 random bytes made when this module is imported, that is once per
 ``edgesteer serve`` (the workers are forked after the import, so they share it: a cookie
-from one worker is valid at the others). A restart makes every outstanding cookie
+from one worker is valid at the others), unless ``dns.cookie_secret_file`` gives one: then
+every node keyed with it accepts the others' cookies (an anycast address served by
+several nodes; BLAKE2b, so edgesteer nodes only). A restart makes every outstanding cookie
 invalid, which costs nothing: cookies are never required here, so no query gets
 BADCOOKIE. A valid server cookie proves the client saw an earlier answer (its address is
 not spoofed); the server uses that to exempt it from response rate limiting.
@@ -111,3 +113,10 @@ class ServerCookies:
 
 
 DEFAULT = ServerCookies()  # made at import: shared by the workers forked afterwards
+
+
+def keyed(secret: bytes | None) -> ServerCookies | None:
+    """Cookies keyed with ``secret`` (``dns.cookie_secret_file``: shared by the nodes
+    behind one anycast address, so each accepts the others' server cookies), or None for
+    the server's default, :data:`DEFAULT`."""
+    return ServerCookies(secret) if secret is not None else None

@@ -41,6 +41,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from dns_backends.base import BackendError
+from dns_backends.builtin import cookies as dns_cookies
 from dns_backends.builtin.metrics import DnsCollector, Snapshot
 from dns_backends.builtin.rrl import RateLimiter
 from dns_backends.builtin.server import BuiltinDnsServer
@@ -147,7 +148,8 @@ def build_server(config: Config, opts: ServeOptions) -> BuiltinDnsServer:
                             query_log_every=opts.query_log_sample,
                             max_tcp_connections=opts.tcp_max_connections,
                             tcp_idle_timeout=opts.tcp_idle_timeout, udp_batch=opts.udp_batch,
-                            geo=open_geo(config))
+                            geo=open_geo(config),
+                            cookies=dns_cookies.keyed(config.dns.cookie_secret))
 
 
 def open_geo(config: Config) -> GeoIP | None:

@@ -291,11 +291,40 @@ class Builder:
             lease_s=float(o.get("lease", d.BUS_LEASE_S)),
             history=o.get("history", d.BUS_HISTORY))
 
-    @staticmethod
-    def dns(o: Obj) -> DnsSettings:
-        if o.has("listen"):
-            return DnsSettings(listen=tuple(v.value for v in o.vals("listen")))
-        return DnsSettings(listen=tuple(values.listen(text) for text in d.DNS_LISTEN))
+    def dns(self, o: Obj) -> DnsSettings:
+        listen = (tuple(v.value for v in o.vals("listen")) if o.has("listen")
+                  else tuple(values.listen(text) for text in d.DNS_LISTEN))
+        return DnsSettings(listen=listen, cookie_secret=self.cookie_secret(o))
+
+    def cookie_secret(self, o: Obj) -> bytes | None:
+        """``dns.cookie_secret_file`` read: hex text, 16 to 64 bytes."""
+        if not o.has("cookie_secret_file"):
+            return None
+        raw = Path(str(o.get("cookie_secret_file"))).expanduser()
+        path = raw if raw.is_absolute() else Path(self.file).resolve().parent / raw
+        line, where = o.line_of("cookie_secret_file"), o.path_of("cookie_secret_file")
+        make = "make one with `openssl rand -hex 32 > FILE; chmod 600 FILE`"
+        try:
+            text = path.read_text(encoding="ascii").strip()
+            mode = path.stat().st_mode
+        except (OSError, UnicodeDecodeError) as exc:
+            self.error(line, where, f"cannot read the cookie secret {path}: "
+                       f"{getattr(exc, 'strerror', None) or exc}", make)
+            return None
+        try:
+            secret = bytes.fromhex(text)
+        except ValueError:
+            secret = b""
+        if not 16 <= len(secret) <= 64 or len(text) != 2 * len(secret):
+            self.error(line, where, f"{path} does not hold a cookie secret: expected 32 to "
+                       "128 hex digits", make)
+            return None
+        if mode & 0o077:
+            self.warnings.append(ConfigError(
+                self.file, line, where, f"warning: the cookie secret {path} can be read by "
+                "other users (mode %o): whoever reads it can forge server cookies and pass "
+                "the rate limit" % (mode & 0o777), f"chmod 600 {path}"))
+        return secret
 
     def site(self, o: Obj) -> Site:
         loc = o.obj("location")

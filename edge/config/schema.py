@@ -230,6 +230,8 @@ class GuardSettings:
 @dataclass(frozen=True, slots=True)
 class DnsSettings:
     listen: tuple[tuple[str, int], ...]
+    # DNS Cookies secret (dns_backends.builtin.cookies); None: random per process
+    cookie_secret: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -380,6 +380,10 @@ DNS = _section("dns", "The built-in DNS server.", {
                            min_items=1, what="a list of HOST:PORT"),
                     "addresses to listen on; port 0 = any free port",
                     default=d.DNS_LISTEN),
+    "cookie_secret_file": Field(TEXT, "file holding the DNS Cookies secret, 32 to 128 hex "
+                                "digits, shared by the nodes behind one anycast address so "
+                                "each accepts the others' server cookies (relative: to the "
+                                "config file); unset: a random secret per process"),
 })
 
 TSIG_ALGORITHMS = ("hmac-sha256", "hmac-sha512", "hmac-sha384", "hmac-sha224", "hmac-sha1",
