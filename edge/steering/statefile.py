@@ -106,8 +106,9 @@ def _plan_text(plan: Plan | None) -> str:
     global _encoded
     if plan is None:
         return "null"
-    if _encoded is not None and _encoded[0] is plan:
-        return _encoded[1]
+    cached = _encoded  # read once: saves of two engines may run in two threads
+    if cached is not None and cached[0] is plan:
+        return cached[1]
     text = json.dumps(encode(plan), separators=(",", ":"))
     _encoded = (plan, text)
     return text
