@@ -25,10 +25,10 @@ from probes.kinds._net import BindingError, classify
 from probes.kinds.icmp import permission_help, ping
 from probes.measurement import PathKey, ProbeError, ProbeKind
 from probes.spec import LinkBinding, TargetSpec
-from tests.conftest import IS_ROOT, free_port, require_binary
+from tests.conftest import IS_ROOT, free_port, require, require_binary
 
 FAST, SLOW, LOST = "127.0.1.1", "127.0.2.1", "127.0.3.1"
-# With net.ipv4.ip_nonlocal_bind=1 a foreign source address binds fine: skip that check.
+# With net.ipv4.ip_nonlocal_bind=1 a foreign source address binds fine (see require() below).
 NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind").read_text().strip() != "0"
 
 
@@ -325,10 +325,18 @@ async def test_unknown_device_and_foreign_source_are_clear_errors(kind: ProbeKin
         assert_failed(outcome, "error", "SO_BINDTODEVICE nosuchdev0")
     else:
         assert not outcome.ok
-    if not NONLOCAL_BIND:
-        outcome = await probe(target(kind, port), ctx("192.0.2.55"))  # never sends: bind fails
-        assert not outcome.ok
-        assert outcome.error is not None and "192.0.2.55" in outcome.error.detail
+
+
+@pytest.mark.parametrize("kind", ALL_KINDS)
+async def test_a_source_address_not_on_this_host_is_a_clear_error(kind: ProbeKind) -> None:
+    require(not NONLOCAL_BIND, "net.ipv4.ip_nonlocal_bind=1 lets a foreign source bind: "
+            "set it to 0 to check that a source not on this host is refused")
+    if kind is ProbeKind.ICMP:
+        require(IS_ROOT or _unprivileged_icmp_allowed(), "no ICMP socket here (not root, "
+                "net.ipv4.ping_group_range excludes us)")
+    outcome = await probe(target(kind, free_port()), ctx("192.0.2.55"))  # bind fails: no send
+    assert not outcome.ok
+    assert outcome.error is not None and "192.0.2.55" in outcome.error.detail
 
 
 @pytest.mark.parametrize(

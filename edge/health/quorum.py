@@ -32,6 +32,7 @@ _LADDER: tuple[tuple[HealthState, frozenset[HealthState]], ...] = (
     (S.FALLING, frozenset({S.DOWN, S.RISING, S.FALLING})),
     (S.DEGRADED, frozenset({S.DOWN, S.RISING, S.FALLING, S.DEGRADED})),
 )
+_COUNTED = dict(_LADDER)  # link state -> the path states that count toward it
 
 
 def needed(mode: QuorumMode, known: int) -> int:
@@ -99,7 +100,7 @@ def combine(link: str, paths: Sequence[PathHealth], mode: QuorumMode, now: float
             reason = (f"up on {len(up)}/{len(known)} paths (no quorum of {need} ({mode}) "
                       f"for worse): {', '.join(str(p.path) for p in up)}")
         else:
-            counted = dict(_LADDER)[state]
+            counted = _COUNTED[state]
             deciding = [p for p in known if p.state in counted]
             reason = (f"{state} on {len(deciding)}/{len(known)} paths (quorum {mode}"
                       f" needs {need}): {_describe(deciding)}")
